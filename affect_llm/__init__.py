@@ -1,0 +1,69 @@
+"""affect-llm: what a person feels in a video, audio clip or text, why, and the evidence.
+
+    >>> import affect_llm
+    >>> result = affect_llm.analyze("clip.mp4")          # or analyze(text="I can't believe it!")
+    >>> result.label, result.probabilities, result.explanation, result.cues
+
+The flow runs one way: media -> cues -> evidence -> LLM -> :class:`Analysis`. Each stage is usable alone:
+:mod:`affect_llm.media`, :mod:`affect_llm.cues.speech`, :mod:`affect_llm.cues.prosody`,
+:mod:`affect_llm.evidence`, :mod:`affect_llm.llm.reasoner`; :mod:`affect_llm.models` is the model registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import (
+    MELD_LABELS,
+    MediaOptions,
+    PipelineConfig,
+    ProsodyOptions,
+    ReasonerOptions,
+    SpeechOptions,
+)
+from .errors import AffectLLMError, InputError, MediaError, MediaTooLong, ModelIntegrityError, ModelNotFound
+from .types import Analysis, Cue, MediaInfo, Modality, Segment, Transcript, Word
+
+__version__ = "0.1.0"
+
+_default_pipeline = None
+
+
+def analyze(
+    source: str | Path | None = None,
+    *,
+    text: str | None = None,
+    config: PipelineConfig | None = None,
+    context: str | None = None,
+) -> Analysis:
+    """Analyse a media file or a text.
+
+    ``source`` may be a path (``str`` or ``Path``); a ``str`` that is not an existing file and does not look
+    like a file name is taken as text. Use ``text=`` to be explicit. Models load once per process (per config).
+    """
+    global _default_pipeline
+    from .pipeline import Pipeline
+
+    if source is not None and text is None and isinstance(source, str) and _looks_like_text(source):
+        source, text = None, source
+    if config is not None:
+        pipe = Pipeline(config)
+    else:
+        if _default_pipeline is None:
+            _default_pipeline = Pipeline()
+        pipe = _default_pipeline
+    return pipe.analyze(source, text=text, context=context)
+
+
+def _looks_like_text(s: str) -> bool:
+    p = Path(s)
+    if p.exists():
+        return False
+    return bool(not p.suffix or " " in s.strip() or "\n" in s or len(p.suffix) > 6)
+
+
+__all__ = [
+    "analyze", "Analysis", "Cue", "MediaInfo", "Modality", "Segment", "Transcript", "Word",
+    "PipelineConfig", "MediaOptions", "SpeechOptions", "ProsodyOptions", "ReasonerOptions", "MELD_LABELS",
+    "AffectLLMError", "MediaError", "MediaTooLong", "ModelNotFound", "ModelIntegrityError", "InputError",
+]  # fmt: skip

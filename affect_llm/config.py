@@ -1,0 +1,64 @@
+"""Options, one model per stage (like whisper's ``DecodingOptions``), gathered in :class:`PipelineConfig`.
+
+The CLI flags and (later) the server build a ``PipelineConfig``; each stage takes only its own options.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field, field_validator
+
+MELD_LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
+
+
+class MediaOptions(BaseModel):
+    max_duration: float = Field(600.0, gt=0, description="refuse media longer than this many seconds")
+    sample_rate: int = 16_000
+
+
+class SpeechOptions(BaseModel):
+    model: str = Field("whisper-tiny.en", description="registry name, Whisper size, local path or HF id")
+    backend: Literal["auto", "faster-whisper", "openai-whisper"] = "auto"
+    language: Optional[str] = None
+    beam_size: int = 5
+    vad_filter: bool = Field(True, description="drop non-speech with Silero VAD before decoding")
+    compute_type: str = "int8"
+    cpu_threads: int = Field(0, description="0 = all cores")
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+class ProsodyOptions(BaseModel):
+    pitch_floor: float = 75.0
+    pitch_ceiling: float = 600.0
+    time_step: float = 0.01
+    min_pause: float = Field(0.25, description="silences between words at least this long count as pauses")
+
+
+class ReasonerOptions(BaseModel):
+    model: str = Field("smollm2-135m", description="registry name, local path or HF id of a causal LM")
+    labels: list[str] = Field(default_factory=lambda: list(MELD_LABELS))
+    explain: bool = True
+    max_new_tokens: int = 96
+    temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for the explanation and chat")
+    calibrate: bool = Field(
+        True, description="contextual calibration: divide label likelihoods by those of a content-free input"
+    )
+    threads: int = Field(0, description="torch threads; 0 = leave torch's default")
+    seed: int = 0
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        v = [s.strip().lower() for s in v if s.strip()]
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError("need at least two distinct labels")
+        return v
+
+
+class PipelineConfig(BaseModel):
+    media: MediaOptions = Field(default_factory=MediaOptions)
+    speech: SpeechOptions = Field(default_factory=SpeechOptions)
+    prosody: ProsodyOptions = Field(default_factory=ProsodyOptions)
+    reasoner: ReasonerOptions = Field(default_factory=ReasonerOptions)

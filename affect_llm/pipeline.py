@@ -1,0 +1,184 @@
+"""The pipeline: media -> cues -> evidence -> reasoner -> :class:`Analysis`. Front doors are thin layers on it."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import media
+from .config import PipelineConfig
+from .errors import InputError
+from .evidence import Evidence
+from .types import Analysis, Cue, MediaInfo, Modality, Transcript
+
+#: digital silence: peak amplitude below this (about -80 dBFS) is not worth running ASR on
+SILENCE_PEAK = 1e-4
+MAX_TEXT_CHARS = 20_000
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+class Pipeline:
+    """Holds the loaded models (lazily) and runs the stages. Reuse one instance for many inputs."""
+
+    def __init__(self, config: PipelineConfig | None = None):
+        self.config = config or PipelineConfig()
+        self._transcriber = None
+        self._reasoner = None
+
+    # -- lazily loaded stages ---------------------------------------------------------------------------
+    def transcriber(self, timer: Timer | None = None):
+        if self._transcriber is None:
+            from .cues.speech import load_transcriber
+
+            with (timer or Timer())("load_asr"):
+                self._transcriber = load_transcriber(self.config.speech)
+        return self._transcriber
+
+    def reasoner(self, timer: Timer | None = None):
+        if self._reasoner is None:
+            from .llm.reasoner import Reasoner
+
+            with (timer or Timer())("load_llm"):
+                self._reasoner = Reasoner(self.config.reasoner)
+        return self._reasoner
+
+    # -- cues -------------------------------------------------------------------------------------------
+    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, Transcript | None, MediaInfo]:
+        """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
+        from .cues import prosody, speech
+
+        mo = self.config.media
+        with timer("probe"):
+            info = media.probe(path)
+            if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
+                from .errors import MediaTooLong
+
+                raise MediaTooLong(path, info.duration, mo.max_duration)
+        cues: list[Cue] = []
+        missing: list[Modality] = []
+        notes: list[str] = []
+        transcript = None
+        if not info.has_video:
+            missing += [Modality.face, Modality.scene]
+            notes.append("no video stream: no face or scene cues")
+        if not info.has_audio:
+            missing += [Modality.speech, Modality.prosody]
+            notes.append("no audio stream: no speech or voice cues")
+            return Evidence.build(cues, missing, notes), transcript, info
+        with timer("decode_audio"):
+            audio = media.load_audio(path, mo.sample_rate, mo.max_duration)
+        notes += audio.warnings
+        if audio.samples.size == 0 or float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
+            missing += [Modality.speech, Modality.prosody]
+            notes.append("the audio track is silent")
+            return Evidence.build(cues, missing, notes), Transcript(text=""), info
+        asr = self.transcriber(timer)
+        with timer("asr"):
+            transcript = asr.transcribe(audio.samples)
+        if not transcript.segments:
+            missing += [Modality.speech, Modality.prosody]
+            notes.append("no speech detected in the audio")
+            return Evidence.build(cues, missing, notes), transcript, info
+        cues += speech.speech_cues(transcript)
+        with timer("prosody"):
+            cues += prosody.prosody_cues(prosody.measure(audio, transcript, self.config.prosody))
+        return Evidence.build(cues, missing, notes), transcript, info
+
+    @staticmethod
+    def text_evidence(text: str) -> Evidence:
+        text = " ".join(text.split())
+        if not text:
+            raise InputError("empty text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InputError(f"text of {len(text)} characters is longer than the limit of {MAX_TEXT_CHARS}")
+        return Evidence.build([Cue(id="T1", modality=Modality.text, text=f'"{text}"')], notes=["text input"])
+
+    # -- the whole flow ---------------------------------------------------------------------------------
+    def analyze(
+        self,
+        source: str | Path | None = None,
+        *,
+        text: str | None = None,
+        context: str | None = None,
+        explain: bool | None = None,
+    ) -> Analysis:
+        """Analyse a media file (``source``) or a text (``text=``). ``context``: earlier dialogue, as text."""
+        if (source is None) == (text is None):
+            raise InputError("give exactly one of a media path or text")
+        timer = Timer()
+        t0 = time.perf_counter()
+        if text is not None:
+            evidence, transcript, info = self.text_evidence(text), Transcript(text=" ".join(text.split())), None
+            name = "text"
+        else:
+            evidence, transcript, info = self.media_evidence(source, timer)
+            name = str(source)
+        ro = self.config.reasoner
+        explain = ro.explain if explain is None else explain
+        models_used = {"llm": ro.model}
+        if info is not None and info.has_audio:
+            models_used["asr"] = self.config.speech.model
+
+        evidence_text = evidence.render()
+        if not evidence.cues:
+            labels = ro.labels
+            probs = {lab: 1.0 / len(labels) for lab in labels}
+            label = "neutral" if "neutral" in labels else labels[0]
+            explanation = "No usable evidence: " + "; ".join(evidence.notes) + "." if explain else ""
+            cited: list[str] = []
+            unknown: list[str] = []
+            distributions: dict[str, dict[str, float]] = {}
+        else:
+            reasoner = self.reasoner(timer)
+            with timer("label"):
+                probs = reasoner.label_distribution(evidence_text, context)
+            distributions = {"llm": probs}
+            label = max(probs, key=probs.__getitem__)
+            explanation, cited, unknown = "", [], []
+            if explain:
+                with timer("explain"):
+                    explanation, cited, unknown = reasoner.explain(evidence, label, evidence_text)
+        timer.timings["total"] = round(time.perf_counter() - t0, 4)
+        return Analysis(
+            source=name,
+            label=label,
+            probabilities=probs,
+            distributions=distributions,
+            explanation=explanation,
+            cited_cues=cited,
+            uncited_ids=unknown,
+            transcript=transcript,
+            cues=evidence.cues,
+            evidence=evidence_text,
+            missing_modalities=evidence.missing,
+            notes=evidence.notes,
+            media=info,
+            models=models_used,
+            timings=timer.timings,
+        )
+
+    def chat(self, analysis: Analysis, history: list[tuple[str, str]], question: str) -> str:
+        """Answer a question about an analysed clip; the evidence and analysis stay in context."""
+        question = question.strip()
+        if not question:
+            raise InputError("empty question")
+        return self.reasoner().chat(
+            analysis.evidence, analysis.label, analysis.probabilities[analysis.label], analysis.explanation,
+            history, question,
+        )  # fmt: skip

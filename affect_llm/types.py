@@ -1,0 +1,112 @@
+"""The types that carry the flow: media -> cues -> evidence -> LLM -> :class:`Analysis`.
+
+Everything a stage hands to the next is one of these pydantic models, so each stage can be used, serialised
+and tested alone. ``Analysis`` is the single result shape: the ``--json`` output, the Python API's return
+value, and (later) a batch line and the server's ``affect`` field.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+
+class Modality(str, Enum):
+    """What a cue was read from. The cue id prefix is the first letter (S1, P2, F3, C4, T1)."""
+
+    speech = "speech"  # what was said (ASR transcript)
+    prosody = "prosody"  # how it was said (pitch, loudness, rate, pauses)
+    face = "face"  # facial action units and expression
+    scene = "scene"  # CLIP label matching over frames
+    text = "text"  # text given directly, no media
+
+    @property
+    def prefix(self) -> str:
+        return {"speech": "S", "prosody": "P", "face": "F", "scene": "C", "text": "T"}[self.value]
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(BaseModel):
+    """One ASR segment (roughly a sentence or phrase)."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    avg_logprob: Optional[float] = None
+    no_speech_prob: Optional[float] = None
+
+
+class Transcript(BaseModel):
+    text: str
+    language: Optional[str] = None
+    segments: list[Segment] = Field(default_factory=list)
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+
+class Cue(BaseModel):
+    """One piece of evidence. ``text`` is what the LLM reads; ``value`` holds the numbers behind it."""
+
+    id: str
+    modality: Modality
+    start: Optional[float] = None
+    end: Optional[float] = None
+    text: str
+    value: dict[str, float] = Field(default_factory=dict)
+
+    def span(self) -> str:
+        if self.start is None or self.end is None:
+            return ""
+        return f"{self.start:.1f}–{self.end:.1f} s"
+
+
+class MediaInfo(BaseModel):
+    path: str
+    duration: float
+    has_audio: bool
+    has_video: bool
+    audio_codec: Optional[str] = None
+    video_codec: Optional[str] = None
+    sample_rate: Optional[int] = None
+    channels: Optional[int] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    fps: Optional[float] = None
+
+
+class Analysis(BaseModel):
+    """The result of analysing one clip or text."""
+
+    source: str = Field(description="the media path, or 'text' for text input")
+    label: str
+    probabilities: dict[str, float] = Field(description="label -> probability; sums to 1")
+    distributions: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per-source label distributions (e.g. 'llm'); fused later"
+    )
+    explanation: str = ""
+    cited_cues: list[str] = Field(default_factory=list, description="cue ids the explanation cites that exist")
+    uncited_ids: list[str] = Field(
+        default_factory=list, description="ids the explanation mentions that are not in the evidence"
+    )
+    transcript: Optional[Transcript] = None
+    cues: list[Cue] = Field(default_factory=list)
+    evidence: str = Field("", description="the evidence block exactly as the LLM read it")
+    missing_modalities: list[Modality] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="why a modality is missing, and other caveats")
+    media: Optional[MediaInfo] = None
+    models: dict[str, str] = Field(default_factory=dict, description="stage -> model used")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
+
+    def cue(self, cue_id: str) -> Cue | None:
+        return next((c for c in self.cues if c.id == cue_id), None)
