@@ -59,7 +59,7 @@ def chat(
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: MELD's 7)"),
     language: Optional[str] = typer.Option(None, "--language", help="spoken language (default: detect)"),
     max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
-    max_new_tokens: int = typer.Option(96, "--max-new-tokens", help="length limit of explanations"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of explanations"),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:

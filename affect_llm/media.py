@@ -8,6 +8,7 @@ passes the limit when the container does not state its duration), so memory stay
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,11 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration: f
         _check_duration(path, c, max_duration)
         stream = c.streams.audio[0]
         stream.thread_type = "AUTO"
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        # mono and stereo are averaged here: FFmpeg's own stereo->mono downmix adds 3 dB (L+R at -3 dB each),
+        # so identical channels near full scale came out beyond [-1, 1]; wider layouts keep FFmpeg's matrix,
+        # which weights the centre (dialogue) channel properly, and are clipped
+        mix_here = (stream.codec_context.channels or 1) <= 2
+        resampler = av.AudioResampler(format="fltp", layout=None if mix_here else "mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
         n = 0
         limit = None if max_duration is None else int(max_duration * sample_rate)
@@ -138,23 +143,43 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration: f
         try:
             for frame in c.decode(stream):
                 for out in resampler.resample(frame):
-                    arr = out.to_ndarray().reshape(-1)
+                    arr = _to_mono(out)
                     chunks.append(arr)
                     n += arr.size
                 if limit is not None and n > limit:
                     raise MediaTooLong(path, n / sample_rate, max_duration)  # type: ignore[arg-type]
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(_to_mono(out))
         except av.error.FFmpegError as e:
             if not chunks:
                 raise MediaError(path, f"audio could not be decoded ({_ffmpeg_reason(e)})") from None
             warnings.append(f"audio decoding stopped at {n / sample_rate:.1f} s ({_ffmpeg_reason(e)}); file truncated?")
         except (av.codec.codec.UnknownCodecError, NotImplementedError) as e:  # pragma: no cover - codec-specific
             raise MediaError(path, f"unsupported audio codec ({e})") from None
+        stated = _stated_audio_duration(c, stream)
     if not chunks:
         raise MediaError(path, "audio stream holds no decodable samples")
     samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    got = samples.size / sample_rate
+    # a file cut short often decodes without any error (FLAC, WAV, faststart MP4): the samples just stop
+    if not warnings and stated is not None and got < stated - max(0.5, 0.05 * stated):
+        warnings.append(f"audio ends at {got:.1f} s but the file says {stated:.1f} s; file truncated?")
     return Audio(samples=samples, sample_rate=sample_rate, warnings=warnings)
+
+
+def _to_mono(frame) -> np.ndarray:
+    arr = frame.to_ndarray()  # planar: channels x samples
+    return arr[0] if arr.shape[0] == 1 else arr.mean(axis=0, dtype=np.float32)
+
+
+def _stated_audio_duration(container, stream) -> float | None:
+    """The audio stream's length as the file states it; the container's only when nothing else could set it."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and not container.streams.video:
+        return container.duration / 1_000_000
+    return None
 
 
 def iter_frames(
@@ -185,7 +210,9 @@ def iter_frames(
                     raise MediaTooLong(path, t, max_duration)
                 if t + 1e-6 < next_t:
                     continue
-                next_t = (int(t / step) + 1) * step if step else 0.0
+                # the epsilon: t / step is often a hair under a whole number (0.6 / 0.1 = 5.999...), and
+                # flooring that would schedule the next frame at t itself, sampling well above ``fps``
+                next_t = (math.floor(t / step + 1e-6) + 1) * step if step else 0.0
                 w, h = frame.width, frame.height
                 if max_side and max(w, h) > max_side:
                     scale = max_side / max(w, h)

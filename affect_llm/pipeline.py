@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -40,6 +42,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self._transcriber = None
         self._reasoner = None
+        self._reasoner_loading: Future | None = None
+        self._lock = threading.Lock()
 
     # -- lazily loaded stages ---------------------------------------------------------------------------
     def transcriber(self, timer: Timer | None = None):
@@ -50,12 +54,31 @@ class Pipeline:
                 self._transcriber = load_transcriber(self.config.speech)
         return self._transcriber
 
+    def _load_reasoner(self):
+        from .llm.reasoner import Reasoner
+
+        t0 = time.perf_counter()
+        reasoner = Reasoner(self.config.reasoner)
+        reasoner.prepare()
+        return reasoner, time.perf_counter() - t0
+
+    def preload_reasoner(self) -> None:
+        """Start loading the LLM in the background (it overlaps decoding and ASR, which run in native code)."""
+        with self._lock:
+            if self._reasoner is None and self._reasoner_loading is None:
+                self._reasoner_loading = ThreadPoolExecutor(1, thread_name_prefix="load-llm").submit(self._load_reasoner)
+
     def reasoner(self, timer: Timer | None = None):
         if self._reasoner is None:
-            from .llm.reasoner import Reasoner
-
-            with (timer or Timer())("load_llm"):
-                self._reasoner = Reasoner(self.config.reasoner)
+            self.preload_reasoner()
+            t0 = time.perf_counter()
+            assert self._reasoner_loading is not None
+            reasoner, load_s = self._reasoner_loading.result()  # re-raises a loading error here
+            with self._lock:
+                self._reasoner, self._reasoner_loading = reasoner, None
+            if timer is not None:
+                timer.timings["load_llm"] = round(load_s, 4)  # in the background: overlaps other stages
+                timer.timings["wait_llm"] = round(time.perf_counter() - t0, 4)
         return self._reasoner
 
     # -- cues -------------------------------------------------------------------------------------------
@@ -127,6 +150,7 @@ class Pipeline:
             evidence, transcript, info = self.text_evidence(text), Transcript(text=" ".join(text.split())), None
             name = "text"
         else:
+            self.preload_reasoner()
             evidence, transcript, info = self.media_evidence(source, timer)
             name = str(source)
         ro = self.config.reasoner

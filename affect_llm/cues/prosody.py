@@ -84,7 +84,14 @@ def measure(audio: Audio, transcript: Transcript, opts: ProsodyOptions | None = 
     for s in transcript.segments:
         in_speech |= (tr.times >= s.start) & (tr.times <= s.end)
     voiced = tr.f0_hz > 0
-    base_f0 = float(np.median(tr.f0_hz[in_speech & voiced])) if np.any(in_speech & voiced) else None
+    # The speaker's usual pitch: the median over segments of each segment's median F0 (in the log domain), so
+    # that every segment counts once whatever its length and a few octave errors do not move it.
+    seg_medians = [
+        np.median(np.log2(tr.f0_hz[(tr.times >= s.start) & (tr.times <= s.end) & voiced]))
+        for s in transcript.segments
+        if np.any((tr.times >= s.start) & (tr.times <= s.end) & voiced)
+    ]
+    base_f0 = float(2 ** np.median(seg_medians)) if seg_medians else None
     finite = np.isfinite(tr.intensity_db)
     base_db = float(np.mean(tr.intensity_db[in_speech & finite])) if np.any(in_speech & finite) else 0.0
 

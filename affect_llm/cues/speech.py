@@ -7,6 +7,7 @@ and openai-whisper (when the package is installed and a local checkpoint exists;
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -86,7 +87,9 @@ class FasterWhisper:
 
 
 class OpenAIWhisper:
-    """openai-whisper backend. Loads only a local checkpoint: a path, or ``~/.cache/whisper/<name>.pt``."""
+    """openai-whisper backend. Loads only a local checkpoint: a path, or one already in openai-whisper's own
+    cache (``$XDG_CACHE_HOME/whisper`` or ``~/.cache/whisper``, under the file name openai-whisper gives it,
+    e.g. ``turbo`` -> ``large-v3-turbo.pt``). Nothing is downloaded."""
 
     def __init__(self, opts: SpeechOptions):
         try:
@@ -96,7 +99,9 @@ class OpenAIWhisper:
         ref = opts.model
         ckpt = Path(ref).expanduser()
         if not ckpt.is_file():
-            ckpt = Path.home() / ".cache" / "whisper" / f"{ref}.pt"
+            cache = Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
+            url = getattr(whisper, "_MODELS", {}).get(ref)
+            ckpt = cache / (url.rsplit("/", 1)[-1] if url else f"{ref}.pt")
         if not ckpt.is_file():
             raise ModelNotFound(
                 f"no openai-whisper checkpoint for {ref!r} (looked for a file path and {ckpt}); "
@@ -104,12 +109,22 @@ class OpenAIWhisper:
             )
         self.opts = opts
         self.name = ref
+        # a path is loaded as-is (whisper.load_model only downloads for a bare size name)
         self.model = whisper.load_model(str(ckpt), device="cpu")
+        # load_model() sets the word-timing cross-attention heads only when given a size name; for an
+        # official checkpoint given by path, set them here (else word timestamps use all heads of the upper half)
+        heads = getattr(whisper, "_ALIGNMENT_HEADS", {})
+        dump = heads.get(ref) or heads.get(ckpt.name.removesuffix(".pt"))
+        if dump is not None:
+            try:
+                self.model.set_alignment_heads(dump)
+            except (ValueError, RuntimeError):  # a custom checkpoint whose name matches but whose shape does not
+                pass
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         o = self.opts
         result = self.model.transcribe(
-            audio,
+            np.ascontiguousarray(audio, dtype=np.float32),  # float64 breaks its mel filterbank matmul
             language=o.language,
             word_timestamps=True,
             fp16=False,

@@ -101,7 +101,8 @@ class TransformersLM:
             torch.manual_seed(seed)
             x = torch.tensor([ids])
             out = self.model.generate(x, attention_mask=torch.ones_like(x), **kwargs)
-        return assistant_prefix + self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        return (assistant_prefix + text).strip()
 
 
 @lru_cache(maxsize=2)

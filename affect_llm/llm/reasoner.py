@@ -51,15 +51,24 @@ class Reasoner:
             k += len(fs)
         return np.array(out)
 
+    def prepare(self) -> None:
+        """Compute what every call needs once (the calibration prior), e.g. while the pipeline decodes media."""
+        if self.opts.calibrate:
+            self._label_prior()
+
+    def _label_prior(self) -> np.ndarray:
+        # Contextual calibration (Zhao et al., 2021): the model's prior over label words, measured on a
+        # content-free input and divided out, so that a small model's bias towards one word does not decide
+        # every answer.
+        key = tuple(self.opts.labels)
+        if key not in self._prior:
+            self._prior[key] = self.label_logprobs(CONTENT_FREE)
+        return self._prior[key]
+
     def label_distribution(self, evidence_text: str, context: str | None = None) -> dict[str, float]:
         lp = self.label_logprobs(evidence_text, context)
         if self.opts.calibrate:
-            # Contextual calibration (Zhao et al., 2021): remove the model's prior over label words, measured on a
-            # content-free input, so that a small model's bias towards one word does not decide every answer.
-            key = tuple(self.opts.labels)
-            if key not in self._prior:
-                self._prior[key] = self.label_logprobs(CONTENT_FREE)
-            lp = lp - self._prior[key]
+            lp = lp - self._label_prior()
         p = _softmax(lp)
         return {lab: float(v) for lab, v in zip(self.opts.labels, p)}
 
@@ -69,11 +78,15 @@ class Reasoner:
         evidence_text = evidence_text or evidence.render()
         example = evidence.ids[:2] or ["S1"]
         user = prompting.render("explain.j2", evidence_text=evidence_text, label=label, example_ids=example)
+        # The answer is seeded with the label and the first cue id (prompts/explain_prefix.j2): a small base model
+        # rarely cites on its own; the LoRA-tuned reasoner learns to. Every id is checked against the evidence.
+        prefix = prompting.render("explain_prefix.j2", label=label, first_id=example[0])
         text = self.lm.generate(
             self._messages(user),
             max_new_tokens=self.opts.max_new_tokens,
             temperature=self.opts.temperature,
             seed=self.opts.seed,
+            assistant_prefix=prefix,
         )
         text = _trim(text)
         ids = cited_ids(text)

@@ -1,0 +1,81 @@
+"""The reasoner on the embedded SmolLM2: exact likelihood scoring, label distributions, cited explanations."""
+
+import numpy as np
+import pytest
+
+from affect_llm.config import ReasonerOptions
+from affect_llm.evidence import Evidence
+from affect_llm.llm.hf import load
+from affect_llm.llm.reasoner import Reasoner
+from affect_llm.types import Cue, Modality
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load("smollm2-135m")
+
+
+def _naive_score(lm, messages, cont):
+    """log P(cont | prompt) by one plain forward over prompt + continuation, no cache, no batching."""
+    import torch
+
+    prefix = lm.chat_ids(messages)
+    c = lm.tokenizer(cont, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = lm.model(torch.tensor([prefix + c])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    return float(sum(logp[len(prefix) - 1 + j, t] for j, t in enumerate(c)))
+
+
+def test_cached_batched_scoring_matches_plain_forward(lm):
+    msgs = [{"role": "user", "content": "Which emotion? Answer with one word."}]
+    conts = ["joy", "Sadness", "disgust", "surprise and more words"]
+    fast = lm.score(msgs, conts)
+    slow = np.array([_naive_score(lm, msgs, c) for c in conts])
+    np.testing.assert_allclose(fast, slow, atol=2e-3)
+
+
+def _evidence():
+    return Evidence.build(
+        [
+            Cue(id="S1", modality=Modality.speech, start=0.0, end=2.0, text='"I hate you! Get out of my house!"'),
+            Cue(id="P1", modality=Modality.prosody, start=0.0, end=2.0,
+                text="much louder than the rest of the clip (+8.0 dB), much higher pitch than the speaker's usual"),
+        ]
+    )  # fmt: skip
+
+
+def test_label_distribution_is_a_distribution_over_the_label_set(lm):
+    r = Reasoner(ReasonerOptions(), lm=lm)
+    p = r.label_distribution(_evidence().render())
+    assert list(p) == ReasonerOptions().labels
+    assert sum(p.values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(v > 0 for v in p.values())
+    custom = Reasoner(ReasonerOptions(labels=["positive", "negative", "neutral"]), lm=lm)
+    q = custom.label_distribution(_evidence().render())
+    assert set(q) == {"positive", "negative", "neutral"} and sum(q.values()) == pytest.approx(1.0)
+    # calibration is a real change of the distribution, not a no-op
+    raw = Reasoner(ReasonerOptions(calibrate=False), lm=lm).label_distribution(_evidence().render())
+    assert max(abs(raw[k] - p[k]) for k in p) > 1e-3
+
+
+def test_explanation_cites_only_checked_ids(lm):
+    r = Reasoner(ReasonerOptions(max_new_tokens=40), lm=lm)
+    ev = _evidence()
+    text, cited, unknown = r.explain(ev, "anger")
+    assert text.startswith("The speaker feels anger.")
+    assert cited and set(cited) <= set(ev.ids)
+    assert not set(unknown) & set(ev.ids)
+    # deterministic (greedy) decoding
+    assert r.explain(ev, "anger")[0] == text
+
+
+def test_chat_answers_with_history(lm):
+    r = Reasoner(ReasonerOptions(max_new_tokens=24), lm=lm)
+    ev = _evidence()
+    a1 = r.chat(ev.render(), "anger", 0.6, "The speaker feels anger. In [S1], they shout.", [], "Why?")
+    assert isinstance(a1, str) and a1.strip()
+    a2 = r.chat(ev.render(), "anger", 0.6, "The speaker feels anger.", [("Why?", a1)], "Is the voice loud?")
+    assert a2.strip()

@@ -1,0 +1,100 @@
+"""End to end on real media and real models: the Python API and the `affect-llm chat` front door."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import affect_llm
+from affect_llm.config import MELD_LABELS
+from affect_llm.pipeline import Pipeline
+from affect_llm.types import Analysis, Modality
+from tests._synth import espeak, shared_media
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline()
+
+
+def _cli(*args, stdin=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "affect_llm.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+
+
+def _check(a: Analysis):
+    assert a.label in MELD_LABELS
+    assert set(a.probabilities) == set(MELD_LABELS)
+    assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert a.label == max(a.probabilities, key=a.probabilities.get)
+    ids = {c.id for c in a.cues}
+    assert set(a.cited_cues) <= ids
+    for c in a.cues:
+        assert f"[{c.id}]" in a.evidence
+    assert a.timings["total"] > 0
+
+
+def test_hamilton_json_end_to_end():
+    r = _cli("chat", str(shared_media() / "hamilton.mp4"), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    a = Analysis.model_validate(d)
+    _check(a)
+    for key in ("label", "probabilities", "explanation", "transcript", "cues", "missing_modalities", "timings"):
+        assert key in d
+    assert a.media.has_video and a.media.has_audio and a.media.width == 640
+    assert "harder" in a.transcript.text and "smarter" in a.transcript.text
+    mods = {c["modality"] for c in d["cues"]}
+    assert {"speech", "prosody"} <= mods
+    for c in d["cues"]:
+        assert set(c) >= {"id", "modality", "start", "end", "text"} and c["start"] <= c["end"]
+    assert a.explanation and a.cited_cues
+    assert {"asr", "prosody", "label", "explain"} <= set(a.timings)
+    assert "speech" not in d["missing_modalities"]
+
+
+def test_jfk_python_api(pipe):
+    a = pipe.analyze(shared_media() / "jfk.flac")
+    _check(a)
+    assert a.missing_modalities == [Modality.face, Modality.scene]
+    assert any("no video stream" in n for n in a.notes)
+    assert [c.id for c in a.cues] == ["S1", "P1", "S2", "P2"]
+    assert "P2" in a.cues[3].id and "than the speaker's usual" in a.evidence
+
+
+def test_espeak_speech_through_the_pipeline(pipe, tmp_path):
+    wav = espeak("I cannot believe you did this to me. Get out of my house right now!", tmp_path / "a.wav")
+    a = pipe.analyze(wav, explain=False)
+    _check(a)
+    assert "house" in a.transcript.text.lower()
+    assert a.explanation == "" and a.cues[0].id == "S1"
+
+
+def test_text_input_and_api_heuristic():
+    a = affect_llm.analyze("I just got the job, I am so happy!")
+    _check(a)
+    assert a.source == "text" and a.cues[0].id == "T1" and a.media is None
+    with pytest.raises(affect_llm.MediaError, match="no such file"):
+        affect_llm.analyze("missing_clip.mp4")
+    with pytest.raises(affect_llm.InputError):
+        affect_llm.analyze(text="   ")
+
+
+def test_ask_one_question():
+    r = _cli("chat", "--text", "My dog died this morning.", "--ask", "What would help this person?")
+    assert r.returncode == 0, r.stderr
+    assert "emotion:" in r.stdout and "affect-llm" in r.stdout  # label panel and the answer panel
+
+
+def test_interactive_chat_reads_turns_until_eof():
+    r = _cli("chat", "--text", "Wow, you got me a puppy?", "--no-explain", stdin="Why?\nAnd the voice?\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("you>") == 3  # two questions, then EOF at the third prompt
+    assert r.stdout.count("╭─ affect-llm") == 2
