@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import AffectLLMError
 
@@ -33,12 +34,12 @@ err = Console(stderr=True, highlight=False)
 
 def _fail(e: BaseException) -> None:
     if isinstance(e, AffectLLMError):
-        err.print(f"[bold red]error:[/] {e.one_line()}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.one_line())}", markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code)
     if os.environ.get("AFFECT_LLM_DEBUG"):
         traceback.print_exc()
     err.print(
-        f"[bold red]internal error:[/] {type(e).__name__}: {' '.join(str(e).split())} "
+        f"[bold red]internal error:[/] {type(e).__name__}: {escape(' '.join(str(e).split()))} "
         "(set AFFECT_LLM_DEBUG=1 for the traceback)",
         markup=True,
         soft_wrap=True,

@@ -34,7 +34,7 @@ class MediaTooLong(MediaError):
         self.max_duration = max_duration
         super().__init__(
             path,
-            f"{duration:.0f} s of media is longer than max_duration={max_duration:.0f} s "
+            f"{duration:.1f} s of media is longer than max_duration={max_duration:g} s "
             "(raise it with --max-duration, or cut the clip)",
         )
 

@@ -15,6 +15,7 @@ from . import media
 from .config import PipelineConfig
 from .errors import InputError
 from .evidence import Evidence
+from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
 
 #: digital silence: peak amplitude below this (about -80 dBFS) is not worth running ASR on
@@ -111,6 +112,9 @@ class Pipeline:
             missing += [Modality.speech, Modality.prosody]
             notes.append("the audio track is silent")
             return Evidence.build(cues, missing, notes), Transcript(text=""), info
+        # the file is usable: load the LLM in the background while ASR and prosody run (not before -- a bad
+        # file must fail fast without importing torch)
+        self.preload_reasoner()
         asr = self.transcriber(timer)
         with timer("asr"):
             transcript = asr.transcribe(audio.samples)
@@ -125,7 +129,7 @@ class Pipeline:
 
     @staticmethod
     def text_evidence(text: str) -> Evidence:
-        text = " ".join(text.split())
+        text = normalize(text)
         if not text:
             raise InputError("empty text")
         if len(text) > MAX_TEXT_CHARS:
@@ -147,10 +151,9 @@ class Pipeline:
         timer = Timer()
         t0 = time.perf_counter()
         if text is not None:
-            evidence, transcript, info = self.text_evidence(text), Transcript(text=" ".join(text.split())), None
+            evidence, transcript, info = self.text_evidence(text), Transcript(text=normalize(text)), None
             name = "text"
         else:
-            self.preload_reasoner()
             evidence, transcript, info = self.media_evidence(source, timer)
             name = str(source)
         ro = self.config.reasoner

@@ -118,8 +118,8 @@ class OpenAIWhisper:
         if dump is not None:
             try:
                 self.model.set_alignment_heads(dump)
-            except (ValueError, RuntimeError):  # a custom checkpoint whose name matches but whose shape does not
-                pass
+            except (ValueError, RuntimeError):
+                pass  # a custom checkpoint named like an official one, with other dimensions
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         o = self.opts
@@ -139,8 +139,12 @@ class OpenAIWhisper:
                 end=float(s["end"]),
                 text=s["text"].strip(),
                 words=[
-                    Word(start=float(w["start"]), end=float(w["end"]), word=w["word"].strip(),
-                         probability=float(w.get("probability", 0.0)))  # fmt: skip
+                    Word(
+                        start=float(w["start"]),
+                        end=float(w["end"]),
+                        word=w["word"].strip(),
+                        probability=float(w.get("probability", 0.0)),
+                    )
                     for w in s.get("words", [])
                 ],
                 avg_logprob=float(s["avg_logprob"]),

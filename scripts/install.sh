@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything on a fresh machine: a .venv, torch (the CPU build when there is no NVIDIA GPU), the package
+# with all extras, the system tools the tests use, and the embedded default models (checksummed, into
+# $AFFECT_LLM_HOME, default ~/.cache/affect-llm). Safe to re-run: finished steps are skipped quickly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    TORCH=${AFFECT_LLM_TORCH:-torch}            # GPU machine: the default (CUDA) build
+else
+    TORCH=${AFFECT_LLM_TORCH:-torch==2.13.0}    # no GPU: the CPU build (on this workplace's disk)
+fi
+"${PIP[@]}" "$TORCH"
+"${PIP[@]}" -e ".[plot,dev]"
+# the [whisper] extra (openai-whisper backend) without triton, a GPU-only compiler it lists unconditionally
+"${PIP[@]}" --no-deps "openai-whisper==20250625"
+"${PIP[@]}" tiktoken more-itertools numba tqdm
+
+# espeak-ng makes the speech fixtures of the tests; ffmpeg is not needed (PyAV bundles its own libraries).
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng; its tests will skip" >&2
+    else
+        echo "warning: espeak-ng not found (apt-get install espeak-ng); its tests will skip" >&2
+    fi
+fi
+
+.venv/bin/affect-llm models pull
