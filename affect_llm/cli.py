@@ -61,6 +61,7 @@ def chat(
     language: Optional[str] = typer.Option(None, "--language", help="spoken language (default: detect)"),
     max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of explanations"),
+    dtype: str = typer.Option("auto", "--dtype", help="LLM dtype: auto | float32 | bfloat16"),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
@@ -77,6 +78,7 @@ def chat(
                 "reasoner": {
                     "model": llm,
                     "max_new_tokens": max_new_tokens,
+                    "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
                 },
             }

@@ -45,6 +45,9 @@ class ReasonerOptions(BaseModel):
     calibrate: bool = Field(
         True, description="contextual calibration: divide label likelihoods by those of a content-free input"
     )
+    dtype: str = Field(
+        "auto", description="auto (bfloat16 on GPUs and CPUs with native bf16, else float32), float32, bfloat16"
+    )
     threads: int = Field(0, description="torch threads; 0 = leave torch's default")
     seed: int = 0
 

@@ -2,10 +2,15 @@
 
 The two operations the reasoner needs -- the log-likelihood of given continuations, and free generation --
 are the backend interface; a vLLM backend (OpenAI-compatible server) implements the same two.
+
+Label scoring and the explanation both start with the same system prompt and evidence block, so the backend
+keeps the KV cache of the last prompt and re-uses its longest common prefix (like vLLM's prefix caching): the
+evidence is encoded once per clip, not once per call.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from functools import lru_cache
@@ -17,8 +22,39 @@ from .. import models
 Message = dict[str, str]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 runs faster than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str):
+    import torch
+
+    if dtype == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
+
+
+def _crop(cache, length: int) -> None:
+    """Cut a KV cache back to its first ``length`` tokens (a negative argument means the same in every
+    transformers version: remove that many tokens)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
 class TransformersLM:
-    def __init__(self, ref: str = "smollm2-135m", threads: int = 0):
+    def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -31,13 +67,17 @@ class TransformersLM:
         r = models.resolve(ref, kind="llm")
         local_only = r.path is not None or not models.downloads_allowed()
         self.name = ref
+        self.location = r.location
+        self.dtype = resolve_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
         self.model = AutoModelForCausalLM.from_pretrained(
-            r.location, local_files_only=local_only, dtype=torch.float32
+            r.location, local_files_only=local_only, dtype=self.dtype
         ).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
+        self._prefix_ids: list[int] = []
+        self._prefix_cache = None
 
     # -- formatting -------------------------------------------------------------------------------------
     def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
@@ -48,6 +88,29 @@ class TransformersLM:
             ids = ids["input_ids"]
         return list(ids)
 
+    # -- prefix cache -----------------------------------------------------------------------------------
+    def _reusable(self, ids: list[int]):
+        """A copy of the cached KV cache cut to the longest prefix it shares with ``ids`` (leaving at least one
+        token to run, for the logits), and that prefix's length."""
+        n = 0
+        limit = min(len(ids) - 1, len(self._prefix_ids))
+        while n < limit and ids[n] == self._prefix_ids[n]:
+            n += 1
+        if n == 0 or self._prefix_cache is None:
+            return None, 0
+        cache = copy.deepcopy(self._prefix_cache)
+        _crop(cache, n)
+        return cache, n
+
+    def _encode(self, ids: list[int]):
+        """Run the prompt (re-using the cached prefix); return the last position's logits and the cache."""
+        import torch
+
+        cache, n = self._reusable(ids)
+        out = self.model(torch.tensor([ids[n:]]), past_key_values=cache, use_cache=True)
+        self._prefix_ids, self._prefix_cache = list(ids), copy.deepcopy(out.past_key_values)
+        return out.logits[0, -1], out.past_key_values
+
     # -- scoring ----------------------------------------------------------------------------------------
     def score(self, messages: list[Message], continuations: list[str]) -> np.ndarray:
         """Sum of token log-probabilities of each continuation as the assistant's reply."""
@@ -57,25 +120,18 @@ class TransformersLM:
         conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if any(len(c) == 0 for c in conts):
             raise ValueError("empty continuation")
-        n, width = len(conts), max(len(c) for c in conts)
         with self._lock, torch.inference_mode():
-            out = self.model(torch.tensor([prefix]), use_cache=True)
-            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            last, cache = self._encode(prefix)
+            first = torch.log_softmax(last.float(), -1)
             scores = np.array([float(first[c[0]]) for c in conts])
-            if width > 1:
-                cache = out.past_key_values
-                cache.batch_repeat_interleave(n)
-                ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((n, len(prefix) + width), dtype=torch.long)
-                mask[:, : len(prefix)] = 1
-                for i, c in enumerate(conts):
-                    ids[i, : len(c)] = torch.tensor(c)
-                    mask[i, len(prefix) : len(prefix) + len(c)] = 1
-                pos = torch.arange(len(prefix), len(prefix) + width).unsqueeze(0).expand(n, -1)
-                logits = self.model(ids, attention_mask=mask, past_key_values=cache, position_ids=pos).logits
-                logp = torch.log_softmax(logits.float(), -1)
-                for i, c in enumerate(conts):
-                    scores[i] += float(sum(logp[i, j - 1, c[j]] for j in range(1, len(c))))
+            # Continuations run one at a time on the shared cache, cut back after each: memory stays at one
+            # prompt's cache however long the evidence (a batch would copy it once per continuation).
+            for i, c in enumerate(conts):
+                if len(c) > 1:
+                    logits = self.model(torch.tensor([c[:-1]]), past_key_values=cache, use_cache=True).logits[0]
+                    logp = torch.log_softmax(logits.float(), -1)
+                    scores[i] += float(sum(logp[j, t] for j, t in enumerate(c[1:])))
+                    _crop(cache, len(prefix))
         return scores
 
     # -- generation -------------------------------------------------------------------------------------
@@ -99,13 +155,14 @@ class TransformersLM:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with self._lock, torch.inference_mode():
             torch.manual_seed(seed)
+            cache, n = self._reusable(ids)
             x = torch.tensor([ids])
-            out = self.model.generate(x, attention_mask=torch.ones_like(x), **kwargs)
+            out = self.model.generate(x, attention_mask=torch.ones_like(x), past_key_values=cache, **kwargs)
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         return (assistant_prefix + text).strip()
 
 
 @lru_cache(maxsize=2)
-def load(ref: str = "smollm2-135m", threads: int = 0) -> TransformersLM:
+def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto") -> TransformersLM:
     """A process-wide cached model."""
-    return TransformersLM(ref, threads)
+    return TransformersLM(ref, threads, dtype)

@@ -7,9 +7,13 @@ the final label and asked to justify it from the evidence.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 import numpy as np
 
-from .. import prompting
+from .. import models, prompting
 from ..config import ReasonerOptions
 from ..evidence import Evidence, cited_ids
 from .hf import Message, TransformersLM, load
@@ -30,7 +34,7 @@ def _logsumexp(x: np.ndarray) -> float:
 class Reasoner:
     def __init__(self, opts: ReasonerOptions | None = None, lm: TransformersLM | None = None):
         self.opts = opts or ReasonerOptions()
-        self.lm = lm or load(self.opts.model, self.opts.threads)
+        self.lm = lm or load(self.opts.model, self.opts.threads, self.opts.dtype)
         self._system = prompting.text("system.txt")
         self._prior: dict[tuple[str, ...], np.ndarray] = {}
 
@@ -62,8 +66,30 @@ class Reasoner:
         # every answer.
         key = tuple(self.opts.labels)
         if key not in self._prior:
-            self._prior[key] = self.label_logprobs(CONTENT_FREE)
+            self._prior[key] = self._cached_prior()
         return self._prior[key]
+
+    def _cached_prior(self) -> np.ndarray:
+        """The content-free label log-likelihoods, kept on disk per (model, dtype, prompt, labels)."""
+        user = prompting.render("label.j2", evidence_text=CONTENT_FREE, labels=self.opts.labels, context=None)
+        ident = json.dumps([str(self.lm.location), str(self.lm.dtype), self._system, user, self.opts.labels])
+        key = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        path = models.home() / "cache" / "label-priors" / f"{key}.json"
+        try:
+            values = json.loads(path.read_text())
+            if len(values) == len(self.opts.labels):
+                return np.array(values, dtype=float)
+        except (OSError, ValueError):
+            pass
+        values = self.label_logprobs(CONTENT_FREE)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(values.tolist()))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs the recomputation
+        return values
 
     def label_distribution(self, evidence_text: str, context: str | None = None) -> dict[str, float]:
         lp = self.label_logprobs(evidence_text, context)

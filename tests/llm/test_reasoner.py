@@ -5,7 +5,7 @@ import pytest
 
 from affect_llm.config import ReasonerOptions
 from affect_llm.evidence import Evidence
-from affect_llm.llm.hf import load
+from affect_llm.llm.hf import TransformersLM, load
 from affect_llm.llm.reasoner import Reasoner
 from affect_llm.types import Cue, Modality
 
@@ -29,12 +29,29 @@ def _naive_score(lm, messages, cont):
     return float(sum(logp[len(prefix) - 1 + j, t] for j, t in enumerate(c)))
 
 
-def test_cached_batched_scoring_matches_plain_forward(lm):
+@pytest.fixture(scope="module")
+def lm32():
+    return TransformersLM("smollm2-135m", dtype="float32")
+
+
+def test_cached_scoring_matches_plain_forward(lm32):
     msgs = [{"role": "user", "content": "Which emotion? Answer with one word."}]
     conts = ["joy", "Sadness", "disgust", "surprise and more words"]
-    fast = lm.score(msgs, conts)
-    slow = np.array([_naive_score(lm, msgs, c) for c in conts])
+    fast = lm32.score(msgs, conts)
+    slow = np.array([_naive_score(lm32, msgs, c) for c in conts])
     np.testing.assert_allclose(fast, slow, atol=2e-3)
+    # a second prompt sharing the first one's prefix re-uses its KV cache and still scores exactly
+    msgs2 = [{"role": "user", "content": "Which emotion? Answer with one word, please."}]
+    np.testing.assert_allclose(lm32.score(msgs2, conts), [_naive_score(lm32, msgs2, c) for c in conts], atol=2e-3)
+
+
+def test_generation_with_prefix_cache_equals_without(lm32):
+    msgs = [{"role": "user", "content": "Name three colours."}]
+    lm32._prefix_ids, lm32._prefix_cache = [], None
+    cold = lm32.generate(msgs, max_new_tokens=12)
+    lm32.score(msgs, ["Red"])  # leaves this prompt's cache behind
+    assert lm32._prefix_ids
+    assert lm32.generate(msgs, max_new_tokens=12) == cold
 
 
 def _evidence():
