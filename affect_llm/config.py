@@ -36,6 +36,25 @@ class ProsodyOptions(BaseModel):
     min_pause: float = Field(0.25, description="silences between words at least this long count as pauses")
 
 
+class FaceOptions(BaseModel):
+    enabled: bool = True
+    fps: float = Field(5.0, gt=0, description="frames per second sampled for face tracking")
+    max_faces: int = Field(4, ge=1, description="faces tracked per frame; the main face is chosen among them")
+    max_side: int = Field(640, description="frames are downscaled so their longer side is at most this")
+    smooth: int = Field(3, ge=1, description="moving-median window (frames) over AU intensities")
+    expression: bool = Field(True, description="run the 7-class facial expression model on the main face")
+    landmarker: str = "face-landmarker"
+    expression_model: str = "fer-mini"
+
+
+class SceneOptions(BaseModel):
+    """CLIP label matching. No CLIP weights ship on PyPI: with ``model=None`` the stage is skipped with a note."""
+
+    model: Optional[str] = Field(None, description="CLIP by HF id or local path, e.g. openai/clip-vit-base-patch32")
+    fps: float = Field(1.0, gt=0)
+    labels: Optional[list[str]] = Field(None, description="default: the reasoner's label set")
+
+
 class ReasonerOptions(BaseModel):
     model: str = Field("smollm2-135m", description="registry name, local path or HF id of a causal LM")
     labels: list[str] = Field(default_factory=lambda: list(MELD_LABELS))
@@ -64,4 +83,6 @@ class PipelineConfig(BaseModel):
     media: MediaOptions = Field(default_factory=MediaOptions)
     speech: SpeechOptions = Field(default_factory=SpeechOptions)
     prosody: ProsodyOptions = Field(default_factory=ProsodyOptions)
+    face: FaceOptions = Field(default_factory=FaceOptions)
+    scene: SceneOptions = Field(default_factory=SceneOptions)
     reasoner: ReasonerOptions = Field(default_factory=ReasonerOptions)
