@@ -17,8 +17,8 @@ fi
 "${PIP[@]}" "$TORCH"
 "${PIP[@]}" -e ".[plot,dev]"
 # the [whisper] extra (openai-whisper backend) without triton, a GPU-only compiler it lists unconditionally
-"${PIP[@]}" --no-deps "openai-whisper==20250625"
 "${PIP[@]}" tiktoken more-itertools numba tqdm
+"${PIP[@]}" --no-deps "openai-whisper==20250625"
 
 # espeak-ng makes the speech fixtures of the tests; ffmpeg is not needed (PyAV bundles its own libraries).
 if ! command -v espeak-ng >/dev/null 2>&1; then
