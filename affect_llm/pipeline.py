@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import media
 from .config import PipelineConfig
-from .errors import InputError
+from .errors import InputError, MediaTooLong
 from .evidence import Evidence
 from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
@@ -34,6 +35,20 @@ class Timer:
             yield
         finally:
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+@dataclass
+class _Gathered:
+    """What the cue stages of one input have produced so far."""
+
+    cues: list[Cue] = field(default_factory=list)
+    missing: list[Modality] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    transcript: Transcript | None = None
+
+    def lack(self, modalities: list[Modality], why: str) -> None:
+        self.missing += modalities
+        self.notes.append(why)
 
 
 class Pipeline:
@@ -85,47 +100,43 @@ class Pipeline:
     # -- cues -------------------------------------------------------------------------------------------
     def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, Transcript | None, MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
-        from .cues import prosody, speech
-
         mo = self.config.media
         with timer("probe"):
             info = media.probe(path)
             if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
-                from .errors import MediaTooLong
-
                 raise MediaTooLong(path, info.duration, mo.max_duration)
-        cues: list[Cue] = []
-        missing: list[Modality] = []
-        notes: list[str] = []
-        transcript = None
+        got = _Gathered()
+        if info.has_audio:
+            self._audio_cues(path, got, timer)
+        else:
+            got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
         if not info.has_video:
-            missing += [Modality.face, Modality.scene]
-            notes.append("no video stream: no face or scene cues")
-        if not info.has_audio:
-            missing += [Modality.speech, Modality.prosody]
-            notes.append("no audio stream: no speech or voice cues")
-            return Evidence.build(cues, missing, notes), transcript, info
+            got.lack([Modality.face, Modality.scene], "no video stream: no face or scene cues")
+        return Evidence.build(got.cues, got.missing, got.notes), got.transcript, info
+
+    def _audio_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
+        from .cues import prosody, speech
+
+        mo = self.config.media
         with timer("decode_audio"):
             audio = media.load_audio(path, mo.sample_rate, mo.max_duration)
-        notes += audio.warnings
+        got.notes += audio.warnings
         if audio.samples.size == 0 or float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
-            missing += [Modality.speech, Modality.prosody]
-            notes.append("the audio track is silent")
-            return Evidence.build(cues, missing, notes), Transcript(text=""), info
+            got.transcript = Transcript(text="")
+            got.lack([Modality.speech, Modality.prosody], "the audio track is silent")
+            return
         # the file is usable: load the LLM in the background while ASR and prosody run (not before -- a bad
         # file must fail fast without importing torch)
         self.preload_reasoner()
         asr = self.transcriber(timer)
         with timer("asr"):
-            transcript = asr.transcribe(audio.samples)
-        if not transcript.segments:
-            missing += [Modality.speech, Modality.prosody]
-            notes.append("no speech detected in the audio")
-            return Evidence.build(cues, missing, notes), transcript, info
-        cues += speech.speech_cues(transcript)
+            got.transcript = asr.transcribe(audio.samples)
+        if not got.transcript.segments:
+            got.lack([Modality.speech, Modality.prosody], "no speech detected in the audio")
+            return
+        got.cues += speech.speech_cues(got.transcript)
         with timer("prosody"):
-            cues += prosody.prosody_cues(prosody.measure(audio, transcript, self.config.prosody))
-        return Evidence.build(cues, missing, notes), transcript, info
+            got.cues += prosody.prosody_cues(prosody.measure(audio, got.transcript, self.config.prosody))
 
     @staticmethod
     def text_evidence(text: str) -> Evidence:

@@ -341,9 +341,9 @@ def frame_red():
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for CLI subprocesses: AFFECT_LLM_HOME set (an empty cache unless the caller set one)."""
+    """Environment for CLI subprocesses: the caller's, so the installed model cache is used (the runs that
+    succeed need the models; the broken files fail before any model is looked up)."""
     env = dict(os.environ)
     env.pop("AFFECT_LLM_DEBUG", None)
     env.pop("FORCE_COLOR", None)
-    env.setdefault("AFFECT_LLM_HOME", str(tmp_path_factory.mktemp("affect_llm_home")))
     return env
