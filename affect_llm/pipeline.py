@@ -24,6 +24,22 @@ SILENCE_PEAK = 1e-4
 MAX_TEXT_CHARS = 20_000
 
 
+#: the FER model's labels -> MELD's
+FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy", "sad": "sadness",
+               "surprise": "surprise", "neutral": "neutral"}  # fmt: skip
+
+
+def _face_distribution(track, labels: list[str]) -> dict[str, float] | None:
+    """The main face's mean expression probabilities over the clip, on the label set when it is MELD's
+    (another label set needs a learned mapping: fusion, issue 4)."""
+    exprs = [f.expression for f in track.frames if f.expression]
+    if not exprs or set(labels) != set(FER_TO_MELD.values()):
+        return None
+    mean = {FER_TO_MELD[k]: float(np.mean([e[k] for e in exprs])) for k in FER_TO_MELD}
+    z = sum(mean.values())
+    return {lab: mean[lab] / z for lab in labels}
+
+
 class Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -45,6 +61,8 @@ class _Gathered:
     missing: list[Modality] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transcript: Transcript | None = None
+    timeline: dict[str, list[dict]] = field(default_factory=dict)
+    distributions: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def lack(self, modalities: list[Modality], why: str) -> None:
         self.missing += modalities
@@ -58,6 +76,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self._transcriber = None
         self._reasoner = None
+        self._matcher = None
         self._reasoner_loading: Future | None = None
         self._lock = threading.Lock()
 
@@ -98,7 +117,7 @@ class Pipeline:
         return self._reasoner
 
     # -- cues -------------------------------------------------------------------------------------------
-    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, Transcript | None, MediaInfo]:
+    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "_Gathered", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         mo = self.config.media
         with timer("probe"):
@@ -110,9 +129,11 @@ class Pipeline:
             self._audio_cues(path, got, timer)
         else:
             got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
-        if not info.has_video:
+        if info.has_video:
+            self._video_cues(path, got, timer)
+        else:
             got.lack([Modality.face, Modality.scene], "no video stream: no face or scene cues")
-        return Evidence.build(got.cues, got.missing, got.notes), got.transcript, info
+        return Evidence.build(got.cues, got.missing, got.notes), got, info
 
     def _audio_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
         from .cues import prosody, speech
@@ -138,6 +159,65 @@ class Pipeline:
         with timer("prosody"):
             got.cues += prosody.prosody_cues(prosody.measure(audio, got.transcript, self.config.prosody))
 
+    def scene_matcher(self):
+        """The CLIP matcher, or None when no CLIP weights are configured."""
+        if self._matcher is None and self.config.scene.model is not None:
+            from .cues.clip import load_matcher
+
+            self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
+        return self._matcher
+
+    def _video_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
+        """Face tracking (AUs, expression) and CLIP label matching over one pass of decoded frames."""
+        from .cues import clip as clip_stage
+        from .cues import face as face_stage
+
+        fo, so = self.config.face, self.config.scene
+        with timer("load_clip"):
+            matcher = self.scene_matcher()
+        if matcher is None:
+            got.lack([Modality.scene], clip_stage.NO_MODEL_NOTE)
+        if not fo.enabled:
+            got.lack([Modality.face], "face analysis is turned off")
+        if matcher is None and not fo.enabled:
+            return
+        fps = max(fo.fps if fo.enabled else 0.0, so.fps if matcher is not None else 0.0)
+        spans = [(s.start, s.end) for s in got.transcript.segments] if got.transcript else []
+        scene_frames: list[media.Frame] = []
+        next_scene_t = 0.0
+
+        def frames():  # one decoding pass; CLIP keeps every frame due at its own (lower) rate
+            nonlocal next_scene_t
+            for f in media.iter_frames(path, fps=fps, max_side=fo.max_side, max_duration=self.config.media.max_duration):
+                if matcher is not None and f.t + 1e-6 >= next_scene_t:
+                    scene_frames.append(f)
+                    next_scene_t = f.t + 1.0 / so.fps
+                yield f
+
+        if fo.enabled:
+            with timer("face"):
+                track = face_stage.track_faces(frames(), fo, spans or None)
+            got.cues += face_stage.face_cues(track, spans or None)
+            got.timeline["face"] = face_stage.timeline(track)
+            if not track.face_found:
+                got.lack([Modality.face], "no face visible in the video")
+            else:
+                dist = _face_distribution(track, self.config.reasoner.labels)
+                if dist:
+                    got.distributions["face"] = dist
+        else:
+            with timer("decode_video"):
+                for _ in frames():
+                    pass
+        if matcher is not None:
+            with timer("scene"):
+                result = matcher.match(scene_frames)
+            if result.mean is None:
+                got.lack([Modality.scene], "no frames could be decoded for CLIP")
+            else:
+                got.cues += clip_stage.scene_cues(result, spans or None)
+                got.distributions["scene"] = result.distribution
+
     @staticmethod
     def text_evidence(text: str) -> Evidence:
         text = normalize(text)
@@ -162,16 +242,23 @@ class Pipeline:
         timer = Timer()
         t0 = time.perf_counter()
         if text is not None:
-            evidence, transcript, info = self.text_evidence(text), Transcript(text=normalize(text)), None
+            evidence, got, info = self.text_evidence(text), _Gathered(transcript=Transcript(text=normalize(text))), None
             name = "text"
         else:
-            evidence, transcript, info = self.media_evidence(source, timer)
+            evidence, got, info = self.media_evidence(source, timer)
             name = str(source)
+        transcript = got.transcript
         ro = self.config.reasoner
         explain = ro.explain if explain is None else explain
         models_used = {"llm": ro.model}
         if info is not None and info.has_audio:
             models_used["asr"] = self.config.speech.model
+        if "face" in got.timeline:
+            models_used["face"] = self.config.face.landmarker
+            if self.config.face.expression:
+                models_used["expression"] = self.config.face.expression_model
+        if "scene" in got.distributions:
+            models_used["scene"] = str(self.config.scene.model)
 
         evidence_text = evidence.render()
         if not evidence.cues:
@@ -181,12 +268,12 @@ class Pipeline:
             explanation = "No usable evidence: " + "; ".join(evidence.notes) + "." if explain else ""
             cited: list[str] = []
             unknown: list[str] = []
-            distributions: dict[str, dict[str, float]] = {}
+            distributions = dict(got.distributions)
         else:
             reasoner = self.reasoner(timer)
             with timer("label"):
                 probs = reasoner.label_distribution(evidence_text, context)
-            distributions = {"llm": probs}
+            distributions = {"llm": probs, **got.distributions}
             label = max(probs, key=probs.__getitem__)
             explanation, cited, unknown = "", [], []
             if explain:
@@ -207,6 +294,7 @@ class Pipeline:
             missing_modalities=evidence.missing,
             notes=evidence.notes,
             media=info,
+            timeline=got.timeline,
             models=models_used,
             timings=timer.timings,
         )

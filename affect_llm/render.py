@@ -55,7 +55,15 @@ def analysis(console: Console, a: Analysis) -> None:
         miss = ", ".join(m.value for m in a.missing_modalities) or "none"
         parts.append(Text(f"missing: {miss}" + (f"  ({'; '.join(a.notes)})" if a.notes else ""), style="yellow"))
     console.print(Panel(Group(*parts), title="cues", title_align="left"))
-    console.print(Panel(_bars(a.probabilities, a.label), title=f"emotion: {a.label}", title_align="left"))
+    bars: list = [_bars(a.probabilities, a.label)]
+    others = {k: d for k, d in a.distributions.items() if k != "llm" and d}
+    if others:
+        line = "  ·  ".join(
+            f"{k}: " + ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(d.items(), key=lambda kv: -kv[1])[:2])
+            for k, d in others.items()
+        )
+        bars.append(Text("other sources (not fused yet): " + line, style="dim"))
+    console.print(Panel(Group(*bars), title=f"emotion: {a.label}", title_align="left"))
     if a.explanation:
         known = {c.id for c in a.cues}
         body = _cite(a.explanation, known)

@@ -105,6 +105,10 @@ class Analysis(BaseModel):
     missing_modalities: list[Modality] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="why a modality is missing, and other caveats")
     media: Optional[MediaInfo] = None
+    timeline: dict[str, list[dict]] = Field(
+        default_factory=dict,
+        description='per-frame signals, e.g. {"face": [{"t": s, "aus": {"AU12": 0-5}, "expression": {label: p}}]}',
+    )
     models: dict[str, str] = Field(default_factory=dict, description="stage -> model used")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")
 

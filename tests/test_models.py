@@ -116,14 +116,14 @@ def test_registry_pins_every_file():
         assert spec.assets
         for a in spec.assets:
             assert len(a.sha256) == 64 and a.size > 0 and a.parts
-    assert {s.name for s in models._MODELS.values() if s.default} >= {"smollm2-135m", "whisper-tiny.en"}
+    assert {s.name for s in models._MODELS.values() if s.default} >= {"smollm2-135m", "whisper-tiny.en", "face-landmarker", "fer-mini"}
     assert models.get("tiny.en").name == "whisper-tiny.en"
 
 
 @pytest.mark.slow
 def test_default_models_are_pulled_and_intact():
     """The installed cache (scripts/install.sh pulls it) matches the pinned checksums."""
-    for name in ("smollm2-135m", "whisper-tiny.en"):
+    for name in ("smollm2-135m", "whisper-tiny.en", "face-landmarker", "fer-mini"):
         assert models.is_pulled(name), f"{name} not pulled (run: affect-llm models pull)"
         assert models.verify(name) == []
     hf = models.path("smollm2-135m")

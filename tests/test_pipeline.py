@@ -41,9 +41,12 @@ def _check(a: Analysis):
     assert a.timings["total"] > 0
 
 
-def test_hamilton_json_end_to_end():
-    r = _cli("chat", str(shared_media() / "hamilton.mp4"), "--json")
+def test_hamilton_json_end_to_end(tmp_path):
+    png = tmp_path / "timeline.png"
+    r = _cli("chat", str(shared_media() / "hamilton.mp4"), "--json", "--plot", str(png))
     assert r.returncode == 0, r.stderr
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert r.stderr.strip() == ""  # no native-library log noise
     d = json.loads(r.stdout)
     a = Analysis.model_validate(d)
     _check(a)
@@ -56,8 +59,19 @@ def test_hamilton_json_end_to_end():
     for c in d["cues"]:
         assert set(c) >= {"id", "modality", "start", "end", "text"} and c["start"] <= c["end"]
     assert a.explanation and a.cited_cues
-    assert {"asr", "prosody", "label", "explain"} <= set(a.timings)
+    assert {"asr", "prosody", "face", "label", "explain"} <= set(a.timings)
     assert "speech" not in d["missing_modalities"]
+    # visual cues: F-cues aligned with the transcript segments, a face timeline, the face's distribution
+    f_cues = [c for c in a.cues if c.modality == Modality.face]
+    assert [(c.start, c.end) for c in f_cues] == [(s.start, s.end) for s in a.transcript.segments]
+    assert "main face" in f_cues[0].text and "AU" in f_cues[0].text
+    face = d["timeline"]["face"]
+    ts = [f["t"] for f in face]
+    assert ts == sorted(ts) and len(ts) >= 40  # 5 fps over 10 s
+    assert all(0 <= v <= 5 for f in face for v in f["aus"].values())
+    assert any(f["aus"] for f in face) and {"AU12", "AU6", "AU25"} <= set(next(f["aus"] for f in face if f["aus"]))
+    assert set(a.distributions["face"]) == set(MELD_LABELS)
+    assert d["missing_modalities"] == ["scene"] and any("CLIP" in n for n in a.notes)
 
 
 def test_jfk_python_api(pipe):
@@ -98,3 +112,27 @@ def test_interactive_chat_reads_turns_until_eof():
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("you>") == 3  # two questions, then EOF at the third prompt
     assert r.stdout.count("╭─ affect-llm") == 2
+
+
+def test_video_without_face_or_audio(pipe, video_only_mp4):
+    """A test pattern with no audio: face tracking runs, finds nothing, and says so."""
+    a = pipe.analyze(video_only_mp4.path, explain=False)
+    assert {Modality.speech, Modality.prosody, Modality.face, Modality.scene} <= set(a.missing_modalities)
+    assert [c.id for c in a.cues] == ["F1"] and "no face was visible" in a.cues[0].text
+    assert a.timeline["face"] and all(f["n_faces"] == 0 for f in a.timeline["face"])
+    assert any("no face visible" in n for n in a.notes) and any("no audio stream" in n for n in a.notes)
+
+
+def test_clip_scene_cues_through_the_pipeline(tmp_path):
+    """CLIP label matching wired in: a tiny random CLIP (no real weights ship) gives C-cues and a distribution."""
+    from affect_llm.config import PipelineConfig
+    from tests.cues.test_clip import build_tiny_clip
+
+    clip_dir = build_tiny_clip(tmp_path / "clip")
+    cfg = PipelineConfig.model_validate({"scene": {"model": str(clip_dir), "fps": 2.0}, "face": {"enabled": False}})
+    a = Pipeline(cfg).analyze(shared_media() / "hamilton.mp4", explain=False)
+    c_cues = [c for c in a.cues if c.modality == Modality.scene]
+    assert c_cues and all(c.id.startswith("C") for c in c_cues)
+    assert set(a.distributions["scene"]) == set(MELD_LABELS)
+    assert sum(a.distributions["scene"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert Modality.scene not in a.missing_modalities and Modality.face in a.missing_modalities
