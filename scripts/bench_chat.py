@@ -116,7 +116,7 @@ def main() -> None:
         if (SHARED / "hamilton.mp4").exists():
             clips.append(SHARED / "hamilton.mp4")
         clips.append(make_clip(Path(tmp.name) / "speech60.mp4"))
-    stages = ["probe", "decode_audio", "load_asr", "asr", "prosody", "load_llm", "wait_llm", "label", "explain"]
+    stages = ["probe", "decode_audio", "load_asr", "asr", "prosody", "face", "load_llm", "wait_llm", "label", "explain"]
     print(f"cores: {os.cpu_count()}, runs per clip: {args.runs} (median), fresh process per run, warm model cache\n")
     print("| clip | duration | wall (process) | RTF | peak RSS | " + " | ".join(stages) + " |")
     print("|---" * (5 + len(stages)) + "|")
