@@ -117,6 +117,17 @@ def _check_duration(path, container, max_duration: float | None) -> None:
         raise MediaTooLong(path, d, max_duration)
 
 
+def _first_stream(container, path, kind: str, max_duration: float | None):
+    """The first ``kind`` ("audio" / "video") stream, after the duration check, set to decode threaded."""
+    streams = getattr(container.streams, kind)
+    if not streams:
+        raise MediaError(path, f"has no {kind} stream")
+    _check_duration(path, container, max_duration)
+    stream = streams[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration: float | None = DEFAULT_MAX_DURATION) -> Audio:
     """Decode the first audio stream to mono float32 at ``sample_rate``.
 
@@ -126,11 +137,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_duration: f
     import av
 
     with _open(path) as c:
-        if not c.streams.audio:
-            raise MediaError(path, "has no audio stream")
-        _check_duration(path, c, max_duration)
-        stream = c.streams.audio[0]
-        stream.thread_type = "AUTO"
+        stream = _first_stream(c, path, "audio", max_duration)
         # mono and stereo are averaged here: FFmpeg's own stereo->mono downmix adds 3 dB (L+R at -3 dB each),
         # so identical channels near full scale came out beyond [-1, 1]; wider layouts keep FFmpeg's matrix,
         # which weights the centre (dialogue) channel properly, and are clipped
@@ -192,11 +199,7 @@ def iter_frames(
     import av
 
     with _open(path) as c:
-        if not c.streams.video:
-            raise MediaError(path, "has no video stream")
-        _check_duration(path, c, max_duration)
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream = _first_stream(c, path, "video", max_duration)
         step = 1.0 / fps if fps > 0 else 0.0
         next_t = 0.0
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0

