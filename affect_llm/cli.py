@@ -60,7 +60,7 @@ def chat(
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: MELD's 7)"),
     language: Optional[str] = typer.Option(None, "--language", help="spoken language (default: detect)"),
     max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="length limit of explanations"),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="length limit of explanations"),
     dtype: str = typer.Option("auto", "--dtype", help="LLM dtype: auto | float32 | bfloat16"),
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights (HF id or path) for scene label matching"),
     no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),

@@ -59,7 +59,7 @@ class ReasonerOptions(BaseModel):
     model: str = Field("smollm2-135m", description="registry name, local path or HF id of a causal LM")
     labels: list[str] = Field(default_factory=lambda: list(MELD_LABELS))
     explain: bool = True
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for the explanation and chat")
     calibrate: bool = Field(
         True, description="contextual calibration: divide label likelihoods by those of a content-free input"

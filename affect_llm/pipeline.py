@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,14 +125,21 @@ class Pipeline:
             if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
                 raise MediaTooLong(path, info.duration, mo.max_duration)
         got = _Gathered()
-        if info.has_audio:
-            self._audio_cues(path, got, timer)
-        else:
-            got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
+        video = None
         if info.has_video:
-            self._video_cues(path, got, timer)
+            self.preload_reasoner()
+            video = self._start_video(path, got, timer)
         else:
             got.lack([Modality.face, Modality.scene], "no video stream: no face or scene cues")
+        try:
+            if info.has_audio:
+                self._audio_cues(path, got, timer)
+            else:
+                got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
+        finally:
+            if video is not None:
+                wait([video])  # never leave the thread running behind an error; its own error surfaces below
+        self._video_cues(video, got)
         return Evidence.build(got.cues, got.missing, got.notes), got, info
 
     def _audio_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
@@ -167,22 +174,30 @@ class Pipeline:
             self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
         return self._matcher
 
-    def _video_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
-        """Face tracking (AUs, expression) and CLIP label matching over one pass of decoded frames."""
-        from .cues import clip as clip_stage
-        from .cues import face as face_stage
-
-        fo, so = self.config.face, self.config.scene
+    def _start_video(self, path: str | Path, got: "_Gathered", timer: Timer) -> Future | None:
+        """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
+        transcript, and MediaPipe, CTranslate2 and torch all release the GIL, so this overlaps ASR."""
+        fo = self.config.face
         with timer("load_clip"):
             matcher = self.scene_matcher()
         if matcher is None:
-            got.lack([Modality.scene], clip_stage.NO_MODEL_NOTE)
+            from .cues.clip import NO_MODEL_NOTE
+
+            got.lack([Modality.scene], NO_MODEL_NOTE)
         if not fo.enabled:
             got.lack([Modality.face], "face analysis is turned off")
         if matcher is None and not fo.enabled:
-            return
+            return None
+        pool = ThreadPoolExecutor(1, thread_name_prefix="video")
+        future = pool.submit(self._video_models, path, matcher, timer)
+        pool.shutdown(wait=False)
+        return future
+
+    def _video_models(self, path: str | Path, matcher, timer: Timer):
+        from .cues import face as face_stage
+
+        fo, so = self.config.face, self.config.scene
         fps = max(fo.fps if fo.enabled else 0.0, so.fps if matcher is not None else 0.0)
-        spans = [(s.start, s.end) for s in got.transcript.segments] if got.transcript else []
         scene_frames: list[media.Frame] = []
         next_scene_t = 0.0
 
@@ -194,9 +209,32 @@ class Pipeline:
                     next_scene_t = f.t + 1.0 / so.fps
                 yield f
 
+        detections = None
         if fo.enabled:
             with timer("face"):
-                track = face_stage.track_faces(frames(), fo, spans or None)
+                detections = face_stage.detect_faces(frames(), fo)
+        else:
+            with timer("decode_video"):
+                for _ in frames():
+                    pass
+        scene = None
+        if matcher is not None:
+            with timer("scene"):
+                scene = matcher.match(scene_frames)
+        return detections, scene
+
+    def _video_cues(self, pending: Future | None, got: "_Gathered") -> None:
+        """Join the video thread; turn its detections into F- and C-cues aligned to the transcript."""
+        if pending is None:
+            return
+        from .cues import clip as clip_stage
+        from .cues import face as face_stage
+
+        detections, scene = pending.result()  # re-raises a decoding error here
+        spans = [(s.start, s.end) for s in got.transcript.segments] if got.transcript else []
+        if detections is not None:
+            fo = self.config.face
+            track = face_stage.build_track(detections.per_frame, detections.times, fo, spans or None, detections.models)
             got.cues += face_stage.face_cues(track, spans or None)
             got.timeline["face"] = face_stage.timeline(track)
             if not track.face_found:
@@ -205,18 +243,12 @@ class Pipeline:
                 dist = _face_distribution(track, self.config.reasoner.labels)
                 if dist:
                     got.distributions["face"] = dist
-        else:
-            with timer("decode_video"):
-                for _ in frames():
-                    pass
-        if matcher is not None:
-            with timer("scene"):
-                result = matcher.match(scene_frames)
-            if result.mean is None:
+        if scene is not None:
+            if scene.mean is None:
                 got.lack([Modality.scene], "no frames could be decoded for CLIP")
             else:
-                got.cues += clip_stage.scene_cues(result, spans or None)
-                got.distributions["scene"] = result.distribution
+                got.cues += clip_stage.scene_cues(scene, spans or None)
+                got.distributions["scene"] = scene.distribution
 
     @staticmethod
     def text_evidence(text: str) -> Evidence:

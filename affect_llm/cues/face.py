@@ -401,6 +401,15 @@ class FaceTrack:
         return self.frames[-1].t + 1.0 / self.fps if self.frames else 0.0
 
 
+@dataclass
+class Detections:
+    """What the models saw, before any choice: every face in every sampled frame."""
+
+    per_frame: list[list[Detection]]
+    times: list[float]
+    models: dict[str, str]
+
+
 def track_faces(
     frames: Iterable[Frame],
     opts: FaceOptions | None = None,
@@ -411,6 +420,13 @@ def track_faces(
     ``frames`` are the sampled frames (``media.iter_frames(path, opts.fps, opts.max_side)``), in time order.
     Expressions are computed for every face (0.5 ms each) so that the main face can be chosen afterwards.
     """
+    o = opts or FaceOptions()
+    d = detect_faces(frames, o)
+    return build_track(d.per_frame, d.times, o, speech_spans, d.models)
+
+
+def detect_faces(frames: Iterable[Frame], opts: FaceOptions | None = None) -> Detections:
+    """The model half of :func:`track_faces`; it needs no transcript, so it can run while ASR does."""
     import mediapipe as mp
 
     o = opts or FaceOptions()
@@ -453,7 +469,7 @@ def track_faces(
             times.append(f.t)
     finally:
         lm.close()
-    return build_track(per_frame, times, o, speech_spans, used)
+    return Detections(per_frame, times, used)
 
 
 def build_track(
