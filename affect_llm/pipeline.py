@@ -24,22 +24,6 @@ SILENCE_PEAK = 1e-4
 MAX_TEXT_CHARS = 20_000
 
 
-#: the FER model's labels -> MELD's
-FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy", "sad": "sadness",
-               "surprise": "surprise", "neutral": "neutral"}  # fmt: skip
-
-
-def _face_distribution(track, labels: list[str]) -> dict[str, float] | None:
-    """The main face's mean expression probabilities over the clip, on the label set when it is MELD's
-    (another label set needs a learned mapping: fusion, issue 4)."""
-    exprs = [f.expression for f in track.frames if f.expression]
-    if not exprs or set(labels) != set(FER_TO_MELD.values()):
-        return None
-    mean = {FER_TO_MELD[k]: float(np.mean([e[k] for e in exprs])) for k in FER_TO_MELD}
-    z = sum(mean.values())
-    return {lab: mean[lab] / z for lab in labels}
-
-
 class Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -54,7 +38,7 @@ class Timer:
 
 
 @dataclass
-class _Gathered:
+class Gathered:
     """What the cue stages of one input have produced so far."""
 
     cues: list[Cue] = field(default_factory=list)
@@ -117,14 +101,14 @@ class Pipeline:
         return self._reasoner
 
     # -- cues -------------------------------------------------------------------------------------------
-    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "_Gathered", MediaInfo]:
+    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Gathered", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         mo = self.config.media
         with timer("probe"):
             info = media.probe(path)
             if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
                 raise MediaTooLong(path, info.duration, mo.max_duration)
-        got = _Gathered()
+        got = Gathered()
         video = None
         if info.has_video:
             self.preload_reasoner()
@@ -142,7 +126,7 @@ class Pipeline:
         self._video_cues(video, got)
         return Evidence.build(got.cues, got.missing, got.notes), got, info
 
-    def _audio_cues(self, path: str | Path, got: "_Gathered", timer: Timer) -> None:
+    def _audio_cues(self, path: str | Path, got: "Gathered", timer: Timer) -> None:
         from .cues import prosody, speech
 
         mo = self.config.media
@@ -174,7 +158,7 @@ class Pipeline:
             self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
         return self._matcher
 
-    def _start_video(self, path: str | Path, got: "_Gathered", timer: Timer) -> Future | None:
+    def _start_video(self, path: str | Path, got: "Gathered", timer: Timer) -> Future | None:
         """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
         transcript, and MediaPipe, CTranslate2 and torch all release the GIL, so this overlaps ASR."""
         fo = self.config.face
@@ -223,7 +207,7 @@ class Pipeline:
                 scene = matcher.match(scene_frames)
         return detections, scene
 
-    def _video_cues(self, pending: Future | None, got: "_Gathered") -> None:
+    def _video_cues(self, pending: Future | None, got: "Gathered") -> None:
         """Join the video thread; turn its detections into F- and C-cues aligned to the transcript."""
         if pending is None:
             return
@@ -240,7 +224,7 @@ class Pipeline:
             if not track.face_found:
                 got.lack([Modality.face], "no face visible in the video")
             else:
-                dist = _face_distribution(track, self.config.reasoner.labels)
+                dist = face_stage.label_distribution(track, self.config.reasoner.labels)
                 if dist:
                     got.distributions["face"] = dist
         if scene is not None:
@@ -274,7 +258,7 @@ class Pipeline:
         timer = Timer()
         t0 = time.perf_counter()
         if text is not None:
-            evidence, got, info = self.text_evidence(text), _Gathered(transcript=Transcript(text=normalize(text))), None
+            evidence, got, info = self.text_evidence(text), Gathered(transcript=Transcript(text=normalize(text))), None
             name = "text"
         else:
             evidence, got, info = self.media_evidence(source, timer)

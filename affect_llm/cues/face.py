@@ -588,3 +588,19 @@ def timeline(track: FaceTrack) -> list[dict]:
         {"t": round(f.t, 3), "n_faces": f.n_faces, "aus": dict(f.aus), "expression": f.expression}
         for f in track.frames
     ]
+
+
+#: the FER model's labels -> MELD's
+FER_TO_MELD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy", "sad": "sadness",
+               "surprise": "surprise", "neutral": "neutral"}  # fmt: skip
+
+
+def label_distribution(track: FaceTrack, labels: Sequence[str]) -> dict[str, float] | None:
+    """The main face's mean expression probabilities over the clip, on ``labels`` when that is MELD's label
+    set (None otherwise: mapping FER's classes onto another label set is learned in fusion)."""
+    exprs = [f.expression for f in track.frames if f.expression]
+    if not exprs or set(labels) != set(FER_TO_MELD.values()):
+        return None
+    mean = {FER_TO_MELD[k]: float(np.mean([e[k] for e in exprs])) for k in FER_TO_MELD}
+    z = sum(mean.values())
+    return {lab: mean[lab] / z for lab in labels}

@@ -351,3 +351,17 @@ def test_hamilton(face_models, hamilton_mp4):
     )
     assert spoken.face_found and "main face" in spoken.reason
     assert len(face.face_cues(spoken, [(3.0, 5.0), (5.0, 7.0)])) == 2
+
+
+def test_label_distribution_maps_fer_onto_meld_labels():
+    from affect_llm.config import MELD_LABELS
+    from affect_llm.cues.face import EXPRESSIONS, FaceFrame, FaceTrack, label_distribution
+
+    e1 = dict.fromkeys(EXPRESSIONS, 0.0) | {"happy": 0.8, "neutral": 0.2}
+    e2 = dict.fromkeys(EXPRESSIONS, 0.0) | {"happy": 0.4, "sad": 0.6}
+    track = FaceTrack(frames=[FaceFrame(t=0.0, n_faces=1, expression=e1), FaceFrame(t=0.2, n_faces=1, expression=e2),
+                              FaceFrame(t=0.4, n_faces=0)], fps=5.0, main_track=0)  # fmt: skip
+    d = label_distribution(track, MELD_LABELS)
+    assert list(d) == MELD_LABELS
+    assert d["joy"] == pytest.approx(0.6) and d["sadness"] == pytest.approx(0.3) and d["neutral"] == pytest.approx(0.1)
+    assert label_distribution(track, ["positive", "negative", "neutral"]) is None
