@@ -109,26 +109,29 @@ class Pipeline:
             if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
                 raise MediaTooLong(path, info.duration, mo.max_duration)
         got = Gathered()
+        audio = self._decode_audio(path, got, timer) if info.has_audio else None
+        if not info.has_audio:
+            got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
         video = None
-        if info.has_video:
+        if audio is not None or info.has_video:
+            # the file is usable: load the LLM in the background while the cue models run (not earlier -- a bad
+            # file must fail fast without importing torch; and not during the audio decode, which it would slow)
             self.preload_reasoner()
+        if info.has_video:
             video = self._start_video(path, got, timer)
         else:
             got.lack([Modality.face, Modality.scene], "no video stream: no face or scene cues")
         try:
-            if info.has_audio:
-                self._audio_cues(path, got, timer)
-            else:
-                got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
+            if audio is not None:
+                self._speech_cues(audio, got, timer)
         finally:
             if video is not None:
                 wait([video])  # never leave the thread running behind an error; its own error surfaces below
         self._video_cues(video, got)
         return Evidence.build(got.cues, got.missing, got.notes), got, info
 
-    def _audio_cues(self, path: str | Path, got: "Gathered", timer: Timer) -> None:
-        from .cues import prosody, speech
-
+    def _decode_audio(self, path: str | Path, got: "Gathered", timer: Timer) -> media.Audio | None:
+        """The audio track, or None (with a note) when it is silent."""
         mo = self.config.media
         with timer("decode_audio"):
             audio = media.load_audio(path, mo.sample_rate, mo.max_duration)
@@ -136,10 +139,12 @@ class Pipeline:
         if audio.samples.size == 0 or float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
             got.transcript = Transcript(text="")
             got.lack([Modality.speech, Modality.prosody], "the audio track is silent")
-            return
-        # the file is usable: load the LLM in the background while ASR and prosody run (not before -- a bad
-        # file must fail fast without importing torch)
-        self.preload_reasoner()
+            return None
+        return audio
+
+    def _speech_cues(self, audio: media.Audio, got: "Gathered", timer: Timer) -> None:
+        from .cues import prosody, speech
+
         asr = self.transcriber(timer)
         with timer("asr"):
             got.transcript = asr.transcribe(audio.samples)

@@ -98,6 +98,25 @@ def run_once(clip: Path, extra: list[str]) -> dict:
             "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}  # fmt: skip
 
 
+REFERENCE = """
+import time
+from affect_llm.llm.hf import load
+lm = load()
+msgs = [{"role": "user", "content": "Tell me a story about a dog. " * 20}]
+lm.generate(msgs, max_new_tokens=4)
+t = time.perf_counter()
+lm.generate(msgs, max_new_tokens=48)
+print(round(time.perf_counter() - t, 2))
+"""
+
+
+def reference_seconds() -> float:
+    """How fast this machine is right now: 48 greedy tokens of the default LLM after a 191-token prompt (2.2 s
+    on a quiet 2-core machine of this project's kind). Shared machines vary; quote this beside the timings."""
+    r = subprocess.run([sys.executable, "-c", REFERENCE], capture_output=True, text=True)
+    return float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clips", nargs="*", type=Path)
@@ -111,6 +130,7 @@ def main() -> None:
             clips.append(SHARED / "hamilton.mp4")
         clips.append(make_clip(Path(tmp.name) / "speech60.mp4"))
     stages = ["probe", "decode_audio", "load_asr", "asr", "prosody", "face", "load_llm", "wait_llm", "label", "explain"]
+    print(f"machine reference: {reference_seconds():.2f} s for 48 LLM tokens (2.2 s when quiet)")
     print(f"cores: {os.cpu_count()}, runs per clip: {args.runs} (median), `affect-llm chat CLIP --json"
           f"{' --no-face' if args.no_face else ''}` in a fresh process per run, warm model cache\n")
     print("| clip | duration | wall (process) | RTF | peak RSS | " + " | ".join(stages) + " |")
