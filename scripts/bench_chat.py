@@ -84,6 +84,12 @@ def make_clip(path: Path, seconds: float = 60.0) -> Path:
     return path
 
 
+def run_once_duration(clip: Path) -> float:
+    from affect_llm.media import probe
+
+    return probe(clip).duration
+
+
 def run_once(clip: Path, extra: list[str]) -> dict:
     """One `affect-llm chat CLIP --json` in a fresh process, timed from outside (start-up and exit included)."""
     t0 = time.perf_counter()
@@ -117,6 +123,31 @@ def reference_seconds() -> float:
     return float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else float("nan")
 
 
+VISUAL = """
+import json, sys, time
+t0 = time.perf_counter()
+from affect_llm import media
+from affect_llm.config import FaceOptions
+from affect_llm.cues import face
+o = FaceOptions()
+d = face.detect_faces(media.iter_frames(sys.argv[1], fps=o.fps, max_side=o.max_side), o)
+t1 = time.perf_counter()
+d = face.detect_faces(media.iter_frames(sys.argv[1], fps=o.fps, max_side=o.max_side), o)
+print(json.dumps({"first": t1 - t0, "again": time.perf_counter() - t1, "frames": len(d.times)}))
+"""
+
+
+def visual_row(clip: Path, duration: float) -> str:
+    """Face cue extraction alone (decode + landmarks + blendshape AUs + FER): a fresh process's first pass
+    (imports and model loading included) and a second pass with the models loaded."""
+    r = subprocess.run([sys.executable, "-c", VISUAL, str(clip)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"| {clip.name} | visual extraction failed: {r.stderr.strip().splitlines()[-1:]} |"
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    return (f"| {clip.name} | {duration:.1f} s | {d['frames']} | {d['first']:.2f} s ({duration / d['first']:.1f}x real time) "
+            f"| {d['again']:.2f} s ({duration / d['again']:.1f}x real time) |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clips", nargs="*", type=Path)
@@ -144,6 +175,12 @@ def main() -> None:
         st = [med([r["timings"].get(s, 0.0) for r in runs]) for s in stages]
         print(f"| {clip.name} | {dur:.1f} s | {wall:.1f} s | {wall / dur:.2f} | {rss:.0f} MB | "
               + " | ".join(f"{x:.2f}" for x in st) + " |")  # fmt: skip
+    if not args.no_face:
+        print("\nvisual cue extraction alone (5 fps), fresh process:\n")
+        print("| clip | duration | frames | first pass (with imports, model loading) | second pass |")
+        print("|---|---|---|---|---|")
+        for clip in clips:
+            print(visual_row(clip, run_once_duration(clip)))
     tmp.cleanup()
 
 
