@@ -90,23 +90,23 @@ def chat(
             }
         )
         pipe = Pipeline(cfg)
+        from . import render
+
         if as_json:
             analysis = pipe.analyze(file, text=text, explain=not no_explain)
             sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
-            if plot is not None:
-                from .plot import plot_timeline
-
-                plot_timeline(analysis, plot)
-            return
-        from . import render
-
-        with err.status("analysing…", spinner="dots"):
-            analysis = pipe.analyze(file, text=text, explain=not no_explain)
-        render.analysis(out, analysis)
-        if plot is not None:
+        else:
+            with err.status("analysing…", spinner="dots"):
+                analysis = pipe.analyze(file, text=text, explain=not no_explain)
+            render.analysis(out, analysis)
+        if plot is not None:  # after the output: a plot that cannot be drawn does not lose the analysis
             from .plot import plot_timeline
 
-            out.print(f"[dim]plot: {plot_timeline(analysis, plot)}[/]")
+            drawn = plot_timeline(analysis, plot)
+            if not as_json:
+                out.print(f"[dim]plot: {drawn}[/]")
+        if as_json:
+            return
         history: list[tuple[str, str]] = []
         if ask is not None:
             with err.status("thinking…", spinner="dots"):

@@ -55,7 +55,7 @@ def main() -> None:
     dt = time.perf_counter() - t0
     major = max(set(gold), key=gold.count)
     print(f"MELD dev sample n={len(rows)} (seed {args.seed}); {dt / len(rows):.2f} s per utterance for both variants")
-    print(f"| variant | weighted-F1 | accuracy |\n|---|---|---|")
+    print("| variant | weighted-F1 | accuracy |\n|---|---|---|")
     print(f"| majority class ({major}) | {100 * weighted_f1(gold, [major] * len(gold)):.1f} | "
           f"{100 * gold.count(major) / len(gold):.1f} |")
     for c, name in ((False, "LLM label scoring, raw"), (True, "LLM label scoring, calibrated (default)")):

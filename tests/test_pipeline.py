@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -136,3 +135,12 @@ def test_clip_scene_cues_through_the_pipeline(tmp_path):
     assert set(a.distributions["scene"]) == set(MELD_LABELS)
     assert sum(a.distributions["scene"].values()) == pytest.approx(1.0, abs=1e-6)
     assert Modality.scene not in a.missing_modalities and Modality.face in a.missing_modalities
+
+
+def test_plot_without_a_face_timeline_keeps_the_analysis(tmp_path):
+    r = _cli("chat", str(shared_media() / "jfk.flac"), "--json", "--no-explain", "--plot", str(tmp_path / "p.png"))
+    assert r.returncode == 2
+    assert Analysis.model_validate_json(r.stdout).label in MELD_LABELS  # the analysis was written first
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing to plot" in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "p.png").exists()
