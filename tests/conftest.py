@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._synth import shared_media as _shared_media_dir
+
 #: the repository root (tests/..)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,10 +310,7 @@ def garbled_mp4(bad_dir, av_mp4) -> Path:
 @pytest.fixture(scope="session")
 def shared_media() -> Path:
     """The read-only folder of real media (jfk.flac, hamilton.mp4) next to the checkout; skips when absent."""
-    p = (REPO.parent / "shared" / "data" / "media").resolve()
-    if not p.is_dir():
-        pytest.skip(f"shared media not available ({p})")
-    return p
+    return _shared_media_dir()
 
 
 @pytest.fixture(scope="session")
