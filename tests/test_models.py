@@ -123,7 +123,7 @@ def test_registry_pins_every_file():
 @pytest.mark.slow
 def test_default_models_are_pulled_and_intact():
     """The installed cache (scripts/install.sh pulls it) matches the pinned checksums."""
-    for name in ("smollm2-135m", "whisper-tiny.en", "face-landmarker", "fer-mini"):
+    for name in ("smollm2-135m", "whisper-tiny.en", "face-landmarker", "fer-mini", "minilm-l6"):
         assert models.is_pulled(name), f"{name} not pulled (run: affect-llm models pull)"
         assert models.verify(name) == []
     hf = models.path("smollm2-135m")

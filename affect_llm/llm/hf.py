@@ -53,15 +53,21 @@ def _crop(cache, length: int) -> None:
         cache.crop(-extra)
 
 
+def quiet_transformers() -> None:
+    """No progress bars or warnings from transformers on our users' terminals."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
 class TransformersLM:
     def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+        quiet_transformers()
         if threads:
             torch.set_num_threads(threads)
         r = models.resolve(ref, kind="llm")
