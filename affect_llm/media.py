@@ -74,13 +74,15 @@ def _codec_name(stream) -> str | None:
         return None
 
 
-def probe(path: str | Path) -> MediaInfo:
-    """Read the container header: duration and which streams exist."""
+def probe(path: str | Path, max_duration: float | None = None) -> MediaInfo:
+    """Read the container header: duration and which streams exist. With ``max_duration``, a longer stated
+    duration raises :class:`MediaTooLong` here, before anything is decoded."""
     with _open(path) as c:
         a = c.streams.audio[0] if c.streams.audio else None
         v = c.streams.video[0] if c.streams.video else None
         if a is None and v is None:
             raise MediaError(path, "has no audio or video stream")
+        _check_duration(path, c, max_duration)
         duration = _duration(c)
         fps = None
         if v is not None and v.average_rate:

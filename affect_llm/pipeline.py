@@ -14,7 +14,7 @@ import numpy as np
 
 from . import media
 from .config import PipelineConfig
-from .errors import InputError, MediaTooLong
+from .errors import InputError
 from .evidence import Evidence
 from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
@@ -105,9 +105,7 @@ class Pipeline:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         mo = self.config.media
         with timer("probe"):
-            info = media.probe(path)
-            if info.duration == info.duration and info.duration > mo.max_duration:  # NaN-safe
-                raise MediaTooLong(path, info.duration, mo.max_duration)
+            info = media.probe(path, mo.max_duration)
         got = Gathered()
         audio = self._decode_audio(path, got, timer) if info.has_audio else None
         if not info.has_audio:

@@ -84,12 +84,6 @@ def make_clip(path: Path, seconds: float = 60.0) -> Path:
     return path
 
 
-def run_once_duration(clip: Path) -> float:
-    from affect_llm.media import probe
-
-    return probe(clip).duration
-
-
 def run_once(clip: Path, extra: list[str]) -> dict:
     """One `affect-llm chat CLIP --json` in a fresh process, timed from outside (start-up and exit included)."""
     t0 = time.perf_counter()
@@ -166,10 +160,11 @@ def main() -> None:
           f"{' --no-face' if args.no_face else ''}` in a fresh process per run, warm model cache\n")
     print("| clip | duration | wall (process) | RTF | peak RSS | " + " | ".join(stages) + " |")
     print("|---" * (5 + len(stages)) + "|")
+    durations = {}
     for clip in clips:
         runs = [run_once(clip, ["--no-face"] if args.no_face else []) for _ in range(args.runs)]
         med = lambda xs: statistics.median(xs)  # noqa: E731
-        dur = runs[0]["duration"]
+        dur = durations[clip] = runs[0]["duration"]
         wall = med([r["wall"] for r in runs])
         rss = max(r["rss_mb"] for r in runs)
         st = [med([r["timings"].get(s, 0.0) for r in runs]) for s in stages]
@@ -180,7 +175,7 @@ def main() -> None:
         print("| clip | duration | frames | first pass (with imports, model loading) | second pass |")
         print("|---|---|---|---|---|")
         for clip in clips:
-            print(visual_row(clip, run_once_duration(clip)))
+            print(visual_row(clip, durations[clip]))
     tmp.cleanup()
 
 
