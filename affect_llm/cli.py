@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, pull, locate models.")
 app.add_typer(models_app, name="models")
+train_app = typer.Typer(no_args_is_help=True, help="Train the models that ship in adapters/.")
+app.add_typer(train_app, name="train")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -66,6 +68,14 @@ def chat(
     no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
     face_fps: float = typer.Option(5.0, "--face-fps", help="frames per second sampled for faces"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw AU intensities and expressions over time (PNG)"),
+    context: Optional[Path] = typer.Option(
+        None, "--context", help="the dialogue before the clip: JSONL (speaker, text per line) or a MELD-style CSV"
+    ),
+    speaker: str = typer.Option("target", "--speaker", help="who speaks in the clip (a name from --context or new)"),
+    context_model: str = typer.Option(
+        "meld", "--context-model", help="context model: meld | emorynlp | a folder | none"
+    ),
+    fusion: str = typer.Option("meld", "--fusion", help="fusion weights: meld | a JSON file | none (LLM scores only)"),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
@@ -81,6 +91,11 @@ def chat(
                 "speech": {"model": asr, "backend": asr_backend, "language": language},
                 "face": {"enabled": not no_face, "fps": face_fps},
                 "scene": {"model": clip},
+                "context": {
+                    "model": None if context_model.lower() == "none" else context_model,
+                    "fusion": None if fusion.lower() == "none" else fusion,
+                    "speaker": speaker,
+                },
                 "reasoner": {
                     "model": llm,
                     "max_new_tokens": max_new_tokens,
@@ -93,11 +108,11 @@ def chat(
         from . import render
 
         if as_json:
-            analysis = pipe.analyze(file, text=text, explain=not no_explain)
+            analysis = pipe.analyze(file, text=text, context=context, explain=not no_explain)
             sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
         else:
             with err.status("analysing…", spinner="dots"):
-                analysis = pipe.analyze(file, text=text, explain=not no_explain)
+                analysis = pipe.analyze(file, text=text, context=context, explain=not no_explain)
             render.analysis(out, analysis)
         if plot is not None:  # after the output: a plot that cannot be drawn does not lose the analysis
             from .plot import plot_timeline
@@ -206,6 +221,38 @@ def models_verify(names: Optional[list[str]] = typer.Argument(None)) -> None:
             out.print(f"{spec.name}: {'ok' if not wrong else 'MISMATCH ' + ', '.join(wrong)}")
         if bad:
             raise typer.Exit(3)
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+@train_app.command("context")
+def train_context(
+    dataset: str = typer.Option("meld", "--dataset", help="meld | emorynlp"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="folder with the dataset's original CSV files"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="where the model goes (default adapters/context-DATASET)"),
+    epochs: int = typer.Option(8, "--epochs"),
+    batch: int = typer.Option(4, "--batch", help="dialogues per step"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    patience: int = typer.Option(2, "--patience", help="stop after this many epochs without a better dev score"),
+    max_minutes: float = typer.Option(45.0, "--max-minutes", help="time budget"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N steps (smoke test)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N train/dev dialogues"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
+    try:
+        from .context.train import TrainOptions, train
+
+        opts = TrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/context-{dataset}"),
+                            epochs=epochs, batch_dialogues=batch, lr=lr, patience=patience, max_minutes=max_minutes,
+                            max_steps=max_steps, limit_dialogues=limit, seed=seed)  # fmt: skip
+        rec = train(opts, console=err)
+        best = rec["best_dev"] or {}
+        out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "
+                  f"{best.get('accuracy')}, ECE {best.get('ece')}; {rec['minutes']} min, stopped: {rec['stopped']}; "
+                  f"saved to {opts.out}")  # fmt: skip
     except typer.Exit:
         raise
     except Exception as e:

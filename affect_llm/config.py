@@ -79,6 +79,19 @@ class ReasonerOptions(BaseModel):
         return v
 
 
+class ContextOptions(BaseModel):
+    """The conversation-context model (LoRA MiniLM + Broad Mamba over the dialogue) and the probability fusion."""
+
+    model: Optional[str] = Field(
+        "meld", description="shipped name (meld, emorynlp: adapters/context-NAME), a folder, or None to skip"
+    )
+    fusion: Optional[str] = Field(
+        "meld", description="fusion weights: shipped name (adapters/fusion-NAME.json), a JSON path, or None"
+    )
+    speaker: str = Field("target", description="speaker of the analysed utterance when a dialogue is given")
+    max_utterances: int = Field(64, gt=0, description="keep only this many earlier utterances of a dialogue")
+
+
 class PipelineConfig(BaseModel):
     media: MediaOptions = Field(default_factory=MediaOptions)
     speech: SpeechOptions = Field(default_factory=SpeechOptions)
@@ -86,3 +99,4 @@ class PipelineConfig(BaseModel):
     face: FaceOptions = Field(default_factory=FaceOptions)
     scene: SceneOptions = Field(default_factory=SceneOptions)
     reasoner: ReasonerOptions = Field(default_factory=ReasonerOptions)
+    context: ContextOptions = Field(default_factory=ContextOptions)

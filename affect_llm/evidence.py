@@ -13,11 +13,13 @@ from pydantic import BaseModel, Field
 from . import prompting
 from .types import Cue, Modality
 
-MODALITY_NAMES = {"speech": "speech", "prosody": "voice", "face": "face", "scene": "scene", "text": "text"}
+MODALITY_NAMES = {
+    "speech": "speech", "prosody": "voice", "face": "face", "scene": "scene", "text": "text", "context": "dialogue",
+}  # fmt: skip
 _ORDER = {m: i for i, m in enumerate(Modality)}
 
-#: a cue id as the explainer writes it: [S1], S1, [P12] ...
-CUE_ID = re.compile(r"\b([SPFCT])(\d{1,3})\b")
+#: a cue id as the explainer writes it: [S1], S1, [P12], [D1] ...
+CUE_ID = re.compile(r"\b([SPFCTD])(\d{1,3})\b")
 
 
 class Evidence(BaseModel):

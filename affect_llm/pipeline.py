@@ -14,6 +14,7 @@ import numpy as np
 
 from . import media
 from .config import PipelineConfig
+from .data import Dialogue, Utterance, read_dialogue
 from .errors import InputError
 from .evidence import Evidence
 from .textnorm import normalize
@@ -47,6 +48,7 @@ class Gathered:
     transcript: Transcript | None = None
     timeline: dict[str, list[dict]] = field(default_factory=dict)
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    context_embedding: np.ndarray | None = None  # the analysed utterance's Broad Mamba embedding
 
     def lack(self, modalities: list[Modality], why: str) -> None:
         self.missing += modalities
@@ -61,6 +63,8 @@ class Pipeline:
         self._transcriber = None
         self._reasoner = None
         self._matcher = None
+        self._context_model = None
+        self._fusion = None
         self._reasoner_loading: Future | None = None
         self._lock = threading.Lock()
 
@@ -100,7 +104,73 @@ class Pipeline:
                 timer.timings["wait_llm"] = round(time.perf_counter() - t0, 4)
         return self._reasoner
 
+    def context_model(self, timer: Timer | None = None):
+        """The conversation-context model, or None when ``config.context.model`` is None."""
+        ref = self.config.context.model
+        if ref is None:
+            return None
+        if self._context_model is None:
+            from .context.model import load_context_model
+
+            with (timer or Timer())("load_context"):
+                self._context_model = load_context_model(ref)
+        return self._context_model
+
+    def fusion(self):
+        """The fitted probability fusion, or None when ``config.context.fusion`` is None."""
+        ref = self.config.context.fusion
+        if ref is None:
+            return None
+        if self._fusion is None:
+            from .context.model import adapters_dir
+            from .fusion import ProbabilityFusion
+
+            path = Path(ref) if ref.endswith(".json") or "/" in ref else adapters_dir() / f"fusion-{ref}.json"
+            self._fusion = ProbabilityFusion.load(path)
+        return self._fusion
+
     # -- cues -------------------------------------------------------------------------------------------
+    def dialogue_context(self, context: Dialogue | str | Path | None) -> Dialogue | None:
+        """``context`` as a :class:`Dialogue`: one already, a JSONL/CSV file (:func:`affect_llm.data.read_dialogue`),
+        or text with one ``Speaker: utterance`` per line."""
+        if context is None or isinstance(context, Dialogue):
+            return context
+        if isinstance(context, Path) or (len(str(context)) < 4096 and "\n" not in str(context)
+                                         and Path(str(context)).suffix.lower() in (".jsonl", ".csv", ".json")):
+            return read_dialogue(context)
+        utts = []
+        for line in str(context).splitlines():
+            speaker, sep, said = line.partition(":")
+            if not line.strip():
+                continue
+            if not sep or len(speaker) > 40:
+                speaker, said = "unknown", line
+            utts.append(Utterance(speaker=speaker.strip() or "unknown", text=normalize(said)))
+        return Dialogue(id="context", utterances=utts)
+
+    def _context_cue(
+        self, dialogue: Dialogue | None, said: str, speaker: str | None, got: Gathered, timer: Timer
+    ) -> Cue | str | None:
+        """Run the context model over the dialogue with the analysed utterance last: cue D1 (its distribution goes
+        into ``got``), a note saying why it did not run, or None when it is switched off."""
+        model = self.context_model(timer)
+        if model is None:
+            return None
+        if not said.strip():
+            return "dialogue context model skipped: no words to place in the dialogue"
+        opts = self.config.context
+        earlier = (dialogue.utterances if dialogue else [])[-opts.max_utterances :]
+        full = Dialogue(id="analysed", utterances=[*earlier, Utterance(speaker=speaker or opts.speaker, text=normalize(said))])
+        with timer("context"):
+            out = model.predict(full)
+        dist = out.distribution(-1)
+        got.distributions["context"] = dist
+        got.context_embedding = out.embeddings[-1]
+        top = sorted(dist.items(), key=lambda kv: -kv[1])[:3]
+        where = f"over {len(earlier)} earlier utterances" if earlier else "on the utterance alone (no dialogue given)"
+        return Cue(id="D1", modality=Modality.context, value=dist,
+                   text=f"context model {where}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))  # fmt: skip
+
     def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Gathered", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         mo = self.config.media
@@ -252,14 +322,18 @@ class Pipeline:
         source: str | Path | None = None,
         *,
         text: str | None = None,
-        context: str | None = None,
+        context: Dialogue | str | Path | None = None,
+        speaker: str | None = None,
         explain: bool | None = None,
     ) -> Analysis:
-        """Analyse a media file (``source``) or a text (``text=``). ``context``: earlier dialogue, as text."""
+        """Analyse a media file (``source``) or a text (``text=``). ``context``: the dialogue before it (a
+        :class:`~affect_llm.data.Dialogue`, a JSONL/CSV file, or ``Speaker: text`` lines); the input is its last
+        utterance, spoken by ``speaker`` (default ``config.context.speaker``)."""
         if (source is None) == (text is None):
             raise InputError("give exactly one of a media path or text")
         timer = Timer()
         t0 = time.perf_counter()
+        dialogue = self.dialogue_context(context)
         if text is not None:
             evidence, got, info = self.text_evidence(text), Gathered(transcript=Transcript(text=normalize(text))), None
             name = "text"
@@ -267,6 +341,11 @@ class Pipeline:
             evidence, got, info = self.media_evidence(source, timer)
             name = str(source)
         transcript = got.transcript
+        ctx = self._context_cue(dialogue, transcript.text if transcript else "", speaker, got, timer)
+        if isinstance(ctx, Cue):
+            evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
+        elif ctx:
+            evidence.notes.append(ctx)
         ro = self.config.reasoner
         explain = ro.explain if explain is None else explain
         models_used = {"llm": ro.model}
@@ -278,8 +357,12 @@ class Pipeline:
                 models_used["expression"] = self.config.face.expression_model
         if "scene" in got.distributions:
             models_used["scene"] = str(self.config.scene.model)
+        if "context" in got.distributions:
+            models_used["context"] = str(self.config.context.model)
 
         evidence_text = evidence.render()
+        llm_context = _render_dialogue(dialogue)
+        fusion_weights: dict[str, float] = {}
         if not evidence.cues:
             labels = ro.labels
             probs = {lab: 1.0 / len(labels) for lab in labels}
@@ -291,8 +374,16 @@ class Pipeline:
         else:
             reasoner = self.reasoner(timer)
             with timer("label"):
-                probs = reasoner.label_distribution(evidence_text, context)
-            distributions = {"llm": probs, **got.distributions}
+                llm_probs = reasoner.label_distribution(evidence_text, llm_context)
+            distributions = {"llm": llm_probs, **got.distributions}
+            probs = llm_probs
+            fusion = self.fusion()
+            if fusion is not None:
+                fused = fusion.fuse(distributions)
+                if set(fused.used) != set(distributions):
+                    evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
+                if set(fused.distribution) == set(ro.labels):
+                    probs, fusion_weights = fused.distribution, fused.weights
             label = max(probs, key=probs.__getitem__)
             explanation, cited, unknown = "", [], []
             if explain:
@@ -304,6 +395,7 @@ class Pipeline:
             label=label,
             probabilities=probs,
             distributions=distributions,
+            fusion=fusion_weights,
             explanation=explanation,
             cited_cues=cited,
             uncited_ids=unknown,
@@ -327,3 +419,14 @@ class Pipeline:
             analysis.evidence, analysis.label, analysis.probabilities[analysis.label], analysis.explanation,
             history, question,
         )  # fmt: skip
+
+
+#: the LLM reads at most this many earlier utterances (the context model reads them all)
+LLM_CONTEXT_UTTERANCES = 8
+
+
+def _render_dialogue(dialogue: Dialogue | None) -> str | None:
+    if not dialogue or not dialogue.utterances:
+        return None
+    lines = [f"{u.speaker}: {u.text}" for u in dialogue.utterances[-LLM_CONTEXT_UTTERANCES:]]
+    return "Earlier in the conversation:\n" + "\n".join(lines)

@@ -56,13 +56,17 @@ def analysis(console: Console, a: Analysis) -> None:
         parts.append(Text(f"missing: {miss}" + (f"  ({'; '.join(a.notes)})" if a.notes else ""), style="yellow"))
     console.print(Panel(Group(*parts), title="cues", title_align="left"))
     bars: list = [_bars(a.probabilities, a.label)]
-    others = {k: d for k, d in a.distributions.items() if k != "llm" and d}
-    if others:
-        line = "  ·  ".join(
-            f"{k}: " + ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(d.items(), key=lambda kv: -kv[1])[:2])
-            for k, d in others.items()
-        )
-        bars.append(Text("other sources (not fused yet): " + line, style="dim"))
+    if a.distributions:
+        table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
+        table.add_column("modality")
+        table.add_column("weight", justify="right")
+        table.add_column("top labels")
+        for k, d in a.distributions.items():
+            top = ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(d.items(), key=lambda kv: -kv[1])[:3])
+            w = a.fusion.get(k)
+            table.add_row(k, f"{w:.2f}" if w is not None else "—", top)
+        bars.append(Text("fused from:" if a.fusion else "per modality (not fused):", style="dim"))
+        bars.append(table)
     console.print(Panel(Group(*bars), title=f"emotion: {a.label}", title_align="left"))
     if a.explanation:
         known = {c.id for c in a.cues}

@@ -14,17 +14,18 @@ from pydantic import BaseModel, Field
 
 
 class Modality(str, Enum):
-    """What a cue was read from. The cue id prefix is the first letter (S1, P2, F3, C4, T1)."""
+    """What a cue was read from. The cue id prefix is the first letter (S1, P2, F3, C4, T1; D1 for dialogue context)."""
 
     speech = "speech"  # what was said (ASR transcript)
     prosody = "prosody"  # how it was said (pitch, loudness, rate, pauses)
     face = "face"  # facial action units and expression
     scene = "scene"  # CLIP label matching over frames
     text = "text"  # text given directly, no media
+    context = "context"  # the conversation-context model's reading of the dialogue (id prefix D)
 
     @property
     def prefix(self) -> str:
-        return {"speech": "S", "prosody": "P", "face": "F", "scene": "C", "text": "T"}[self.value]
+        return {"speech": "S", "prosody": "P", "face": "F", "scene": "C", "text": "T", "context": "D"}[self.value]
 
 
 class Word(BaseModel):
@@ -92,7 +93,11 @@ class Analysis(BaseModel):
     label: str
     probabilities: dict[str, float] = Field(description="label -> probability; sums to 1")
     distributions: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="per-source label distributions (e.g. 'llm'); fused later"
+        default_factory=dict,
+        description="per-modality label distributions ('context', 'llm', 'face', 'scene') before fusion",
+    )
+    fusion: dict[str, float] = Field(
+        default_factory=dict, description="modality -> its mean weight in the fused probabilities (empty: no fusion)"
     )
     explanation: str = ""
     cited_cues: list[str] = Field(default_factory=list, description="cue ids the explanation cites that exist")

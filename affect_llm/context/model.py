@@ -1,0 +1,172 @@
+"""The conversation-context model: utterance encoder (all-MiniLM-L6-v2 with a LoRA adapter) -> Broad Mamba over the
+dialogue -> per-utterance context embedding and emotion probabilities.
+
+    >>> model = ContextModel.load("adapters/context-meld")
+    >>> out = model.predict(dialogue)            # a affect_llm.data.Dialogue
+    >>> out.probabilities[-1], out.embeddings[-1]
+
+A saved model is a folder: ``config.json`` (labels, encoder, LoRA and Broad Mamba settings), ``encoder_lora/``
+(peft's adapter files) and ``broad_mamba.safetensors``. The base encoder comes from the model registry, so the
+folder holds only what training changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import models
+from ..data import Dialogue
+from ..errors import InputError, ModelNotFound
+from ..textnorm import normalize
+from .broad_mamba import BroadMamba, BroadMambaConfig
+
+_PKG = Path(__file__).resolve().parents[1]
+
+
+def adapters_dir() -> Path:
+    """The shipped adapters: the repository's ``adapters/`` (an editable install) or ``affect_llm/_adapters`` inside
+    the wheel; ``AFFECT_LLM_ADAPTERS`` points elsewhere."""
+    env = os.environ.get("AFFECT_LLM_ADAPTERS")
+    if env:
+        return Path(env)
+    for candidate in (_PKG.parent / "adapters", _PKG / "_adapters"):
+        if candidate.is_dir():
+            return candidate
+    return _PKG.parent / "adapters"
+
+
+@dataclass
+class ContextModelConfig:
+    labels: list[str]
+    dataset: str = "meld"
+    encoder: str = "minilm-l6"
+    max_tokens: int = 64
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    broad_mamba: dict = field(default_factory=dict)
+
+    def mamba_config(self, d_in: int) -> BroadMambaConfig:
+        return BroadMambaConfig(**{**self.broad_mamba, "d_in": d_in, "n_labels": len(self.labels)})
+
+
+@dataclass
+class ContextOutput:
+    labels: list[str]
+    probabilities: np.ndarray  # (utterances, labels)
+    embeddings: np.ndarray  # (utterances, d): Broad Mamba's [Z | H], the context embedding
+
+    def distribution(self, i: int = -1) -> dict[str, float]:
+        return {lab: float(p) for lab, p in zip(self.labels, self.probabilities[i])}
+
+
+class ContextModel(nn.Module):
+    def __init__(self, cfg: ContextModelConfig, lora_path: str | Path | None = None):
+        super().__init__()
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoModel, AutoTokenizer
+
+        from ..llm.hf import quiet_transformers
+
+        quiet_transformers()
+        self.cfg = cfg
+        r = models.resolve(cfg.encoder, kind="text-embedding")
+        local_only = r.path is not None or not models.downloads_allowed()
+        self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
+        base = AutoModel.from_pretrained(r.location, local_files_only=local_only, dtype=torch.float32)
+        if lora_path is not None:  # inference: fold the LoRA update into the weights (no extra matmuls)
+            self.encoder = PeftModel.from_pretrained(base, str(lora_path), is_trainable=False).merge_and_unload()
+        else:
+            lc = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                            target_modules=cfg.lora_targets, bias="none")  # fmt: skip
+            self.encoder = get_peft_model(base, lc)
+        self.mamba = BroadMamba(cfg.mamba_config(int(base.config.hidden_size)))
+
+    # --- forward -----------------------------------------------------------------------------------------
+    def encode(self, texts: list[str], chunk: int = 32) -> torch.Tensor:
+        """(len(texts), hidden) mean-pooled encoder states. Texts run in chunks of similar length, so that short
+        utterances are not padded to the longest one (MELD: median 12 tokens, longest 95)."""
+        texts = [normalize(t) or "." for t in texts]
+        ids = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_tokens)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        parts = []
+        for s in range(0, len(order), chunk):
+            idx = order[s : s + chunk]
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            h = self.encoder(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+            parts.append((h * m).sum(1) / m.sum(1).clamp(min=1e-9))
+        pooled = torch.cat(parts)
+        return pooled[torch.argsort(torch.tensor(order))]
+
+    def forward(self, dialogues: list[Dialogue]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (context embeddings (b, u, d), logits (b, u, labels), lengths (b,))."""
+        if not dialogues or any(len(d) == 0 for d in dialogues):
+            raise InputError("every dialogue needs at least one utterance")
+        texts = [u.text for d in dialogues for u in d.utterances]
+        flat = self.encode(texts)
+        lengths = torch.tensor([len(d) for d in dialogues])
+        u_max = int(lengths.max())
+        feats = flat.new_zeros(len(dialogues), u_max, flat.shape[-1])
+        speakers = torch.zeros(len(dialogues), u_max, dtype=torch.long)
+        i = 0
+        for b, d in enumerate(dialogues):
+            feats[b, : len(d)] = flat[i : i + len(d)]
+            speakers[b, : len(d)] = torch.tensor(d.speaker_ids(self.mamba.cfg.max_speakers))
+            i += len(d)
+        ctx, logits = self.mamba(feats, speakers, lengths)
+        return ctx, logits, lengths
+
+    @torch.inference_mode()
+    def predict(self, dialogue: Dialogue) -> ContextOutput:
+        self.eval()
+        ctx, logits, _ = self([dialogue])
+        return ContextOutput(list(self.cfg.labels), F.softmax(logits[0], -1).numpy(), ctx[0].numpy())
+
+    # --- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if not hasattr(self.encoder, "save_pretrained") or not hasattr(self.encoder, "peft_config"):
+            raise ValueError("only a model being trained (LoRA not merged) can be saved")
+        self.encoder.save_pretrained(str(path / "encoder_lora"))
+        save_file({k: v.contiguous() for k, v in self.mamba.state_dict().items()}, str(path / "broad_mamba.safetensors"))
+        cfg = asdict(self.cfg)
+        cfg["broad_mamba"] = asdict(self.mamba.cfg)
+        (path / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ContextModel:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path}: not a context model (no config.json)")
+        raw = json.loads((path / "config.json").read_text())
+        bm = {k: v for k, v in raw.pop("broad_mamba", {}).items() if k not in ("d_in", "n_labels")}
+        model = cls(ContextModelConfig(**raw, broad_mamba=bm), lora_path=path / "encoder_lora")
+        model.mamba.load_state_dict(load_file(str(path / "broad_mamba.safetensors")))
+        return model.eval()
+
+
+def default_path(dataset: str = "meld") -> Path:
+    return adapters_dir() / f"context-{dataset}"
+
+
+@lru_cache(maxsize=2)
+def load_context_model(ref: str | None = None) -> ContextModel:
+    """``ref``: a folder, or ``None`` / a dataset name for the shipped ``adapters/context-<dataset>``."""
+    path = Path(ref) if ref and ("/" in ref or Path(ref).exists()) else default_path(ref or "meld")
+    return ContextModel.load(path)

@@ -1,0 +1,194 @@
+"""Train the conversation-context model (LoRA on the utterance encoder + Broad Mamba) on MELD or EmoryNLP.
+
+    affect-llm train context --dataset meld --data-dir ../shared/data/meld --out adapters/context-meld
+
+Trains on ``train``, evaluates on ``dev`` after every epoch, keeps the best dev weighted-F1 and stops early when it
+has not improved for ``patience`` epochs or the time budget is spent. Seeds are fixed (Python, NumPy, torch) and
+the run is single-process on CPU, so a rerun on the same machine and torch build gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import Dialogue, dataset_labels, load_dataset
+from ..metrics import accuracy, expected_calibration_error, per_class_f1, weighted_f1
+from .model import ContextModel, ContextModelConfig
+
+
+@dataclass
+class TrainOptions:
+    dataset: str = "meld"
+    data_dir: str = "../shared/data/meld"
+    out: str = "adapters/context-meld"
+    epochs: int = 8
+    batch_dialogues: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # share of the steps with a linear warm-up; then linear decay to 0
+    patience: int = 2
+    max_minutes: float = 45.0
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
+    limit_dialogues: int | None = None  # use only the first N train and dev dialogues (smoke tests)
+    seed: int = 0
+    threads: int | None = None
+    lora_r: int = 16
+    broad_mamba: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    weighted_f1: float
+    accuracy: float
+    ece: float
+    per_class_f1: dict
+    n: int
+    probabilities: np.ndarray | None = None
+    gold: list[int] | None = None
+
+    def summary(self) -> dict:
+        return {"weighted_f1": round(100 * self.weighted_f1, 2), "accuracy": round(100 * self.accuracy, 2),
+                "ece": round(self.ece, 4), "n": self.n,
+                "per_class_f1": {k: round(100 * v, 2) for k, v in self.per_class_f1.items()}}  # fmt: skip
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.inference_mode()
+def evaluate(model: ContextModel, dialogues: list[Dialogue], batch_dialogues: int = 8, progress=None) -> EvalResult:
+    """Per-utterance predictions over ``dialogues`` (each seen whole, as at inference) against their gold labels."""
+    model.eval()
+    labels = model.cfg.labels
+    index = {lab: i for i, lab in enumerate(labels)}
+    probs, gold = [], []
+    for s in range(0, len(dialogues), batch_dialogues):
+        batch = dialogues[s : s + batch_dialogues]
+        _, logits, lengths = model(batch)
+        for b, d in enumerate(batch):
+            p = F.softmax(logits[b, : len(d)], -1).numpy()
+            for u, row in zip(d.utterances, p):
+                if u.label is not None:
+                    probs.append(row)
+                    gold.append(index[u.label])
+        if progress is not None:
+            progress(len(batch))
+    probs_a = np.stack(probs) if probs else np.zeros((0, len(labels)))
+    pred = probs_a.argmax(1).tolist()
+    g = [labels[i] for i in gold]
+    p = [labels[i] for i in pred]
+    return EvalResult(weighted_f1(g, p, labels), accuracy(g, p), expected_calibration_error(probs_a, gold),
+                      per_class_f1(g, p, labels), len(gold), probs_a, gold)  # fmt: skip
+
+
+def _targets(batch: list[Dialogue], labels: list[str], shape) -> torch.Tensor:
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = torch.full(shape, -100, dtype=torch.long)
+    for b, d in enumerate(batch):
+        y[b, : len(d)] = torch.tensor([index[u.label] if u.label else -100 for u in d.utterances])
+    return y
+
+
+def train(opts: TrainOptions, console=None) -> dict:
+    """Train, keep the best dev checkpoint in ``opts.out`` and return the run's record (also ``training.json``)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    seed_everything(opts.seed)
+    labels = dataset_labels(opts.dataset)
+    train_set = load_dataset(opts.dataset, "train", opts.data_dir)
+    dev_set = load_dataset(opts.dataset, "dev", opts.data_dir)
+    if opts.limit_dialogues:
+        train_set, dev_set = train_set[: opts.limit_dialogues], dev_set[: opts.limit_dialogues]
+    cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, lora_r=opts.lora_r, lora_alpha=2 * opts.lora_r,
+                             broad_mamba=dict(opts.broad_mamba))  # fmt: skip
+    model = ContextModel(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / opts.batch_dialogues)
+    total = steps_per_epoch * opts.epochs if opts.max_steps is None else min(opts.max_steps, steps_per_epoch * opts.epochs)
+    warm = max(1, int(opts.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    console.print(f"[bold]train context[/]: {opts.dataset} train {len(train_set)} dialogues / "
+                  f"{sum(len(d) for d in train_set)} utterances, dev {sum(len(d) for d in dev_set)} utterances; "
+                  f"{n_trainable:,} trainable parameters; {total} steps at most")  # fmt: skip
+
+    rng = random.Random(opts.seed)
+    history, best, best_epoch, step, stale = [], -1.0, -1, 0, 0
+    t0 = time.monotonic()
+    stop_reason = "epochs"
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*cols, console=console, transient=False) as bar:
+        for epoch in range(1, opts.epochs + 1):
+            model.train()
+            order = list(range(len(train_set)))
+            rng.shuffle(order)
+            task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch, info="")
+            run_loss, seen = 0.0, 0
+            for s in range(0, len(order), opts.batch_dialogues):
+                batch = [train_set[i] for i in order[s : s + opts.batch_dialogues]]
+                _, logits, _ = model(batch)
+                y = _targets(batch, labels, logits.shape[:2])
+                loss = F.cross_entropy(logits.reshape(-1, len(labels)), y.reshape(-1), ignore_index=-100)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                run_loss, seen = run_loss + loss.item(), seen + 1
+                bar.update(task, advance=1, info=f"loss {run_loss / seen:.3f}")
+                if opts.max_steps is not None and step >= opts.max_steps:
+                    stop_reason = "max_steps"
+                    break
+                if time.monotonic() - t0 > opts.max_minutes * 60:
+                    stop_reason = "time budget"
+                    break
+            dev_task = bar.add_task(f"dev {epoch}", total=len(dev_set), info="")
+            res = evaluate(model, dev_set, progress=lambda n, t=dev_task: bar.update(t, advance=n))
+            rec = {"epoch": epoch, "step": step, "train_loss": round(run_loss / max(1, seen), 4),
+                   "minutes": round((time.monotonic() - t0) / 60, 2), "dev": res.summary()}  # fmt: skip
+            history.append(rec)
+            improved = res.weighted_f1 > best
+            if improved:
+                best, best_epoch, stale = res.weighted_f1, epoch, 0
+                model.save(opts.out)
+            else:
+                stale += 1
+            bar.update(dev_task, info=f"wF1 {100 * res.weighted_f1:.2f} acc {100 * res.accuracy:.2f}"
+                                      + (" (best)" if improved else ""))  # fmt: skip
+            if stop_reason != "epochs":
+                break
+            if stale >= opts.patience:
+                stop_reason = f"no dev improvement for {opts.patience} epochs"
+                break
+    minutes = (time.monotonic() - t0) / 60
+    record = {
+        "options": asdict(opts), "labels": labels, "trainable_parameters": n_trainable, "steps": step,
+        "best_epoch": best_epoch, "best_dev": history[best_epoch - 1]["dev"] if best_epoch > 0 else None,
+        "stopped": stop_reason, "minutes": round(minutes, 2), "history": history,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cpu": platform.processor() or platform.machine()},
+    }  # fmt: skip
+    Path(opts.out).mkdir(parents=True, exist_ok=True)
+    (Path(opts.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

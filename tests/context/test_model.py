@@ -1,0 +1,100 @@
+"""The context model: a few-step training run through the real CLI, save/load parity, and the shipped weights
+reproducing their recorded dev scores."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from affect_llm.context.model import ContextModel, ContextModelConfig, default_path
+from affect_llm.context.train import evaluate
+from affect_llm.data import MELD_LABELS, Dialogue, Utterance, load_dataset
+from tests.test_data import write_meld
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+PHRASES = {"joy": "This is wonderful, I love it!", "anger": "Get out of my apartment right now!",
+           "neutral": "The coffee place is on the corner.", "sadness": "I miss her so much."}  # fmt: skip
+
+
+def tiny_meld(folder: Path) -> Path:
+    rows = []
+    for dia in range(6):
+        for uid, (lab, text) in enumerate(PHRASES.items()):
+            rows.append((text, ["Ross", "Rachel"][uid % 2], lab, dia, uid))
+    write_meld(folder, "train", rows)
+    write_meld(folder, "dev", rows[:8])
+    return folder
+
+
+@pytest.mark.slow
+def test_train_cli_smoke_and_save_load_parity(tmp_path):
+    data = tiny_meld(tmp_path / "meld")
+    out = tmp_path / "ctx"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "affect_llm.cli", "train", "context", "--dataset", "meld", "--data-dir", str(data),
+         "--out", str(out), "--epochs", "2", "--max-steps", "3", "--batch", "2", "--seed", "1"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "best dev" in proc.stdout
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 3 and record["stopped"] == "max_steps"
+    assert record["trainable_parameters"] > 100_000
+    assert {"config.json", "broad_mamba.safetensors", "encoder_lora"} <= {p.name for p in out.iterdir()}
+
+    loaded = ContextModel.load(out)
+    dev = load_dataset("meld", "dev", data)
+    res = evaluate(loaded, dev)
+    assert res.n == 8
+    assert res.summary()["weighted_f1"] == record["best_dev"]["weighted_f1"]  # the saved weights are the scored ones
+    p = loaded.predict(dev[0]).probabilities
+    assert p.shape == (4, len(MELD_LABELS)) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_unmerged_and_merged_lora_agree_and_training_moves_the_weights(tmp_path):
+    torch.manual_seed(0)
+    m = ContextModel(ContextModelConfig(labels=MELD_LABELS))
+    # LoRA's B starts at zero: make the adapter do something before checking save/merge parity
+    with torch.no_grad():
+        for n, prm in m.encoder.named_parameters():
+            if "lora_B" in n:
+                prm.normal_(0, 0.05)
+    m.eval()
+    d = Dialogue(id="x", utterances=[Utterance("A", "You did what?!"), Utterance("B", "I sold the car."),
+                                     Utterance("A", "That's fantastic news!")])  # fmt: skip
+    before = m.predict(d)
+    m.save(tmp_path / "m")
+    back = ContextModel.load(tmp_path / "m")
+    after = back.predict(d)
+    np.testing.assert_allclose(after.probabilities, before.probabilities, atol=1e-4)
+    np.testing.assert_allclose(after.embeddings, before.embeddings, atol=1e-3)
+    with pytest.raises(ValueError):
+        back.save(tmp_path / "again")  # merged: nothing LoRA left to save
+
+
+def _shipped(dataset: str) -> Path:
+    p = default_path(dataset)
+    if not (p / "config.json").is_file():
+        pytest.skip(f"{p} not trained")
+    if not (SHARED / dataset).is_dir():
+        pytest.skip(f"../shared/data/{dataset} not present")
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["meld", "emorynlp"])
+def test_shipped_model_reproduces_its_recorded_dev_scores(dataset):
+    path = _shipped(dataset)
+    record = json.loads((path / "training.json").read_text())
+    model = ContextModel.load(path)
+    res = evaluate(model, load_dataset(dataset, "dev", SHARED / dataset))
+    assert abs(100 * res.weighted_f1 - record["best_dev"]["weighted_f1"]) < 0.3
+    floor = {"meld": 51.5, "emorynlp": 30.0}[dataset]  # MELD: frozen MiniLM + logistic regression
+    assert 100 * res.weighted_f1 > floor + 5

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from affect_llm.errors import InputError
+from affect_llm.fusion import ProbabilityFusion
+from affect_llm.metrics import expected_calibration_error
+
+LABELS = ["neutral", "joy", "anger"]
+
+
+def _synthetic(n=600, seed=0):
+    """'good' is right 80% of the time but overconfident; 'noise' is uniform-ish and useless; 'joyspot' is only
+    reliable about joy."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, 3, n)
+    good = np.full((n, 3), 0.01)
+    hit = rng.random(n) < 0.8
+    good[np.arange(n), np.where(hit, gold, (gold + 1) % 3)] = 0.98
+    noise = rng.dirichlet([5, 5, 5], n)
+    joyspot = np.full((n, 3), 1 / 3)
+    joyspot[gold == 1] = [0.05, 0.9, 0.05]
+    return {"good": good / good.sum(1, keepdims=True), "noise": noise, "joyspot": joyspot}, gold
+
+
+def _nll(p, gold):
+    return float(-np.log(p[np.arange(len(gold)), gold]).mean())
+
+
+def test_fit_learns_to_trust_the_reliable_modality_and_calibrates():
+    probs, gold = _synthetic()
+    fus = ProbabilityFusion(LABELS, ["good", "noise", "joyspot", "face"]).fit(probs, gold)
+    fused = fus.predict(probs)
+    assert _nll(fused, gold) < _nll(probs["good"], gold)  # better than the best single modality
+    assert expected_calibration_error(fused, gold) < expected_calibration_error(probs["good"], gold)
+    assert fus.temperatures["good"] > 1.5  # the overconfident modality is softened
+    w = fus.fuse({m: dict(zip(LABELS, probs[m][0])) for m in ["good", "noise"]}).weights
+    assert w["good"] > w["noise"]
+    assert fus.fitted == {"good": True, "noise": True, "joyspot": True, "face": False}
+
+
+def test_missing_modality_drops_out_and_weights_renormalise():
+    probs, gold = _synthetic()
+    fus = ProbabilityFusion(LABELS, ["good", "noise", "joyspot"]).fit(probs, gold)
+    one = fus.fuse({"noise": {"neutral": 0.2, "joy": 0.5, "anger": 0.3}})
+    assert one.used == ["noise"] and one.weights == {"noise": 1.0}
+    assert abs(sum(one.distribution.values()) - 1) < 1e-9
+    assert max(one.distribution, key=one.distribution.get) == "joy"
+    # NaN rows in batch prediction behave as missing
+    p2 = {k: v.copy() for k, v in probs.items()}
+    p2["good"][:] = np.nan
+    both = fus.predict(p2)
+    alone = fus.predict({k: v for k, v in probs.items() if k != "good"})
+    np.testing.assert_allclose(both, alone)
+
+
+def test_ignores_unknown_and_mismatched_and_refuses_empty():
+    fus = ProbabilityFusion(LABELS, ["good", "face"])
+    r = fus.fuse({"good": {"neutral": 0.5, "joy": 0.3, "anger": 0.2}, "face": {"happy": 1.0}, "x": {}})
+    assert r.used == ["good"] and set(r.ignored) == {"face", "x"}
+    with pytest.raises(InputError):
+        fus.fuse({"face": {"happy": 1.0}})
+
+
+def test_save_load_roundtrip(tmp_path):
+    probs, gold = _synthetic(200)
+    fus = ProbabilityFusion(LABELS, ["good", "noise", "face"]).fit(probs, gold, steps=50)
+    fus.save(tmp_path / "f.json")
+    back = ProbabilityFusion.load(tmp_path / "f.json")
+    np.testing.assert_allclose(back.predict(probs), fus.predict(probs), atol=1e-5)
+    # the unfitted modality sits below the fitted ones by the prior
+    d = {"good": dict(zip(LABELS, probs["good"][0])), "face": dict(zip(LABELS, probs["noise"][0]))}
+    w = back.fuse(d).weights
+    assert w["face"] < w["good"]
