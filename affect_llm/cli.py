@@ -75,11 +75,14 @@ def chat(
     context_model: str = typer.Option(
         "meld", "--context-model", help="context model: meld | emorynlp | a folder | none"
     ),
-    fusion: str = typer.Option("meld", "--fusion", help="fusion weights: meld | a JSON file | none (LLM scores only)"),
+    fusion: str = typer.Option(
+        "auto", "--fusion", help="fusion weights: auto (the context model's) | meld | emorynlp | a JSON file | none"
+    ),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
         from .config import PipelineConfig
+        from .data import DATASETS, dataset_labels
         from .errors import InputError
         from .pipeline import Pipeline
 
@@ -97,6 +100,7 @@ def chat(
                     "speaker": speaker,
                 },
                 "reasoner": {
+                    **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
                     "model": llm,
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
@@ -240,6 +244,10 @@ def train_context(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N steps (smoke test)"),
     limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N train/dev dialogues"),
     seed: int = typer.Option(0, "--seed"),
+    dropout: float = typer.Option(0.1, "--dropout", help="Broad Mamba dropout"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
     try:
@@ -247,12 +255,41 @@ def train_context(
 
         opts = TrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/context-{dataset}"),
                             epochs=epochs, batch_dialogues=batch, lr=lr, patience=patience, max_minutes=max_minutes,
-                            max_steps=max_steps, limit_dialogues=limit, seed=seed)  # fmt: skip
+                            max_steps=max_steps, limit_dialogues=limit, seed=seed, dropout=dropout,
+                            weight_decay=weight_decay, label_smoothing=label_smoothing, threads=threads or None)  # fmt: skip
         rec = train(opts, console=err)
         best = rec["best_dev"] or {}
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "
                   f"{best.get('accuracy')}, ECE {best.get('ece')}; {rec['minutes']} min, stopped: {rec['stopped']}; "
                   f"saved to {opts.out}")  # fmt: skip
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+@train_app.command("fusion")
+def train_fusion(
+    dataset: str = typer.Option("meld", "--dataset", help="meld | emorynlp"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="folder with the dataset's original CSV files"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="default adapters/fusion-DATASET.json"),
+    work_dir: Path = typer.Option(Path(".cache/fusion"), "--work-dir", help="cache of the collected distributions"),
+    context_model: Optional[str] = typer.Option(None, "--context-model", help="default: adapters/context-DATASET"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N dev utterances"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fit the probability fusion on dev: every utterance through the pipeline (text + its earlier dialogue),
+    cross-fitted scores reported, then fitted on all of dev."""
+    try:
+        from .context.fusion_fit import FusionFitOptions, fit
+
+        opts = FusionFitOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_file or f"adapters/fusion-{dataset}.json"),
+                                work_dir=str(work_dir), limit=limit, seed=seed, context_model=context_model)  # fmt: skip
+        rep = fit(opts, console=err)
+        for name, sc in [*rep["single"].items(), ("fused (cross-fitted)", rep["fused_crossfit"])]:
+            out.print(f"{name:>22}: weighted-F1 {sc['weighted_f1']:6.2f}  accuracy {sc['accuracy']:6.2f}  "
+                      f"ECE {sc['ece']:.4f}  (n={sc['n']})")  # fmt: skip
+        out.print(f"saved to {opts.out}")
     except typer.Exit:
         raise
     except Exception as e:

@@ -86,7 +86,9 @@ class ContextOptions(BaseModel):
         "meld", description="shipped name (meld, emorynlp: adapters/context-NAME), a folder, or None to skip"
     )
     fusion: Optional[str] = Field(
-        "meld", description="fusion weights: shipped name (adapters/fusion-NAME.json), a JSON path, or None"
+        "auto",
+        description="fusion weights: shipped name (adapters/fusion-NAME.json), a JSON path, None, or 'auto' (the "
+        "shipped fusion of the shipped context model in use; none for a context model given as a folder)",
     )
     speaker: str = Field("target", description="speaker of the analysed utterance when a dialogue is given")
     max_utterances: int = Field(64, gt=0, description="keep only this many earlier utterances of a dialogue")

@@ -93,6 +93,16 @@ class ProbabilityFusion:
         label indices (N,). Modalities absent from ``probs`` stay unfitted."""
         import torch
 
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation (and spin on a busy machine)
+        try:
+            return self._fit(probs, gold, steps, lr, l2, seed)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, probs, gold, steps, lr, l2, seed) -> ProbabilityFusion:
+        import torch
+
         gold_t = torch.as_tensor(np.asarray(gold), dtype=torch.long)
         names = [m for m in self.modalities if m in probs]
         if not names:
@@ -115,9 +125,9 @@ class ProbabilityFusion:
         t = torch.tensor([self.temperatures[m] for m in names])[None, :, None]
         q = torch.softmax(torch.log(torch.as_tensor(np.clip(np.nan_to_num(stack, nan=1.0), EPS, 1))) / t, -1)
         q, mask, y = q[keep], mask[keep], gold_t[keep]
-        a = torch.nn.Parameter(0.1 * torch.randn(self.n_heads, len(names), len(self.labels), dtype=torch.float64))
+        a = torch.nn.Parameter(0.1 * torch.randn(self.n_heads, len(names), len(self.labels)))
         opt = torch.optim.Adam([a], lr=lr)
-        q = q.double()
+        q = q.float()
         for _ in range(steps):
             fused = _torch_mix(a, q, mask)
             loss = torch.nn.functional.nll_loss(torch.log(fused.clamp_min(EPS)), y) + l2 * (a**2).mean()
@@ -142,14 +152,14 @@ class ProbabilityFusion:
         """Batch version of :meth:`fuse` over arrays (N, K) per modality, NaN rows = missing."""
         names = [m for m in self.modalities if m in probs]
         n = len(next(iter(probs.values())))
-        out = np.zeros((n, len(self.labels)))
-        for r in range(n):
-            present = [m for m in names if not np.isnan(probs[m][r]).any()]
-            if not present:
-                out[r] = 1.0 / len(self.labels)
-                continue
-            idx = [self.modalities.index(m) for m in present]
-            out[r] = self._forward(np.stack([probs[m][r] for m in present])[None], idx)[0]
+        out = np.full((n, len(self.labels)), 1.0 / len(self.labels))
+        present = np.stack([~np.isnan(probs[m]).any(1) for m in names], 1)  # (N, M)
+        for pattern in {tuple(r) for r in present}:  # one batch per combination of present modalities
+            rows = (present == pattern).all(1)
+            used = [m for m, on in zip(names, pattern) if on]
+            if used:
+                idx = [self.modalities.index(m) for m in used]
+                out[rows] = self._forward(np.stack([probs[m][rows] for m in used], 1), idx)
         return out
 
     # --- persistence -------------------------------------------------------------------------------------
@@ -176,11 +186,11 @@ class ProbabilityFusion:
 
 
 def _torch_mix(a, q, mask):
+    """a (H, M, K) weight logits, q (N, M, K) scaled distributions, mask (N, M) present -> fused (N, K)."""
     import torch
 
-    logits = a[None].expand(q.shape[0], *a.shape).clone()  # (N, H, M, K)
-    logits = logits.masked_fill(~mask[:, None, :, None], float("-inf"))
-    alpha = torch.softmax(logits, dim=2)
+    blocked = torch.zeros(mask.shape, dtype=a.dtype).masked_fill(~mask, float("-inf"))  # (N, M)
+    alpha = torch.softmax(a[None] + blocked[:, None, :, None], dim=2)  # (N, H, M, K)
     ph = torch.einsum("nhmk,nmk->nhk", alpha, q)
     ph = ph / ph.sum(-1, keepdim=True)
     return ph.mean(1)

@@ -117,15 +117,22 @@ class Pipeline:
         return self._context_model
 
     def fusion(self):
-        """The fitted probability fusion, or None when ``config.context.fusion`` is None."""
-        ref = self.config.context.fusion
-        if ref is None:
-            return None
+        """The fitted probability fusion, or None when ``config.context.fusion`` is None (or ``auto`` finds none
+        shipped for the context model in use)."""
         if self._fusion is None:
             from .context.model import adapters_dir
             from .fusion import ProbabilityFusion
 
+            ref = self.config.context.fusion
+            auto = ref == "auto"
+            if auto:
+                model = self.config.context.model
+                ref = model if model and "/" not in model and not Path(model).exists() else None
+            if ref is None:
+                return None
             path = Path(ref) if ref.endswith(".json") or "/" in ref else adapters_dir() / f"fusion-{ref}.json"
+            if auto and not path.is_file():
+                return None
             self._fusion = ProbabilityFusion.load(path)
         return self._fusion
 

@@ -84,3 +84,22 @@ def test_real_meld_and_emorynlp_dev():
     assert {u.label for d in emory for u in d.utterances} == set(EMORYNLP_LABELS)
     assert all(not u.speaker.startswith("[") for d in emory for u in d.utterances)
     assert json.dumps([u.text for u in emory[0].utterances])  # plain strings
+
+
+def test_pipeline_reads_context_in_every_form(tmp_path):
+    from affect_llm.pipeline import Pipeline, _render_dialogue
+
+    pipe = Pipeline()  # nothing loads until analyze()
+    d = pipe.dialogue_context("Ross: I\x92m moving to Paris.\n\nRachel: What?\njust a line without a speaker")
+    assert [(u.speaker, u.text) for u in d.utterances] == [
+        ("Ross", "I'm moving to Paris."), ("Rachel", "What?"), ("unknown", "just a line without a speaker")]  # fmt: skip
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"speaker": "A", "text": "hi"}\n')
+    assert pipe.dialogue_context(str(p)).utterances[0].text == "hi"
+    assert pipe.dialogue_context(p).utterances[0].speaker == "A"
+    assert pipe.dialogue_context(None) is None
+    with pytest.raises(InputError, match="no such context file"):
+        pipe.dialogue_context(str(tmp_path / "nope.csv"))
+    text = _render_dialogue(d)
+    assert text.splitlines()[0] == "Earlier in the conversation:" and "Rachel: What?" in text
+    assert _render_dialogue(None) is None

@@ -29,6 +29,7 @@ class FusionFitOptions:
     data_dir: str = "../shared/data/meld"
     out: str = "adapters/fusion-meld.json"
     split: str = "dev"
+    context_model: str | None = None  # default: the shipped adapters/context-<dataset>
     work_dir: str = ".cache/fusion"
     limit: int | None = None  # first N utterances (smoke tests)
     folds: int = 2
@@ -86,7 +87,7 @@ def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     labels = dataset_labels(opts.dataset)
     if pipe is None:
         cfg = PipelineConfig.model_validate(
-            {"reasoner": {"labels": labels}, "context": {"model": opts.dataset, "fusion": None}}
+            {"reasoner": {"labels": labels}, "context": {"model": opts.context_model or opts.dataset, "fusion": None}}
         )
         pipe = Pipeline(cfg)
     dialogues = load_dataset(opts.dataset, opts.split, opts.data_dir)

@@ -142,6 +142,7 @@ class ContextModel(nn.Module):
         if not hasattr(self.encoder, "save_pretrained") or not hasattr(self.encoder, "peft_config"):
             raise ValueError("only a model being trained (LoRA not merged) can be saved")
         self.encoder.save_pretrained(str(path / "encoder_lora"))
+        _tidy_peft_folder(path / "encoder_lora", self.cfg.encoder)
         save_file({k: v.contiguous() for k, v in self.mamba.state_dict().items()}, str(path / "broad_mamba.safetensors"))
         cfg = asdict(self.cfg)
         cfg["broad_mamba"] = asdict(self.mamba.cfg)
@@ -159,6 +160,19 @@ class ContextModel(nn.Module):
         model = cls(ContextModelConfig(**raw, broad_mamba=bm), lora_path=path / "encoder_lora")
         model.mamba.load_state_dict(load_file(str(path / "broad_mamba.safetensors")))
         return model.eval()
+
+
+def _tidy_peft_folder(folder: Path, encoder: str) -> None:
+    """peft writes this machine's cache path as the base model and a boilerplate card: name the upstream model
+    instead (the base is always resolved through the registry on load) and keep the one card we write."""
+    cfg_path = folder / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    try:
+        cfg["base_model_name_or_path"] = models.get(encoder).upstream or encoder
+    except ModelNotFound:  # an encoder given as a path or HF id
+        cfg["base_model_name_or_path"] = encoder
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
 
 
 def default_path(dataset: str = "meld") -> Path:

@@ -43,6 +43,8 @@ class TrainOptions:
     seed: int = 0
     threads: int | None = None
     lora_r: int = 16
+    dropout: float = 0.1  # Broad Mamba's dropout
+    label_smoothing: float = 0.0
     broad_mamba: dict = field(default_factory=dict)
 
 
@@ -117,7 +119,7 @@ def train(opts: TrainOptions, console=None) -> dict:
     if opts.limit_dialogues:
         train_set, dev_set = train_set[: opts.limit_dialogues], dev_set[: opts.limit_dialogues]
     cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, lora_r=opts.lora_r, lora_alpha=2 * opts.lora_r,
-                             broad_mamba=dict(opts.broad_mamba))  # fmt: skip
+                             broad_mamba={"dropout": opts.dropout, **opts.broad_mamba})  # fmt: skip
     model = ContextModel(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
@@ -148,7 +150,8 @@ def train(opts: TrainOptions, console=None) -> dict:
                 batch = [train_set[i] for i in order[s : s + opts.batch_dialogues]]
                 _, logits, _ = model(batch)
                 y = _targets(batch, labels, logits.shape[:2])
-                loss = F.cross_entropy(logits.reshape(-1, len(labels)), y.reshape(-1), ignore_index=-100)
+                loss = F.cross_entropy(logits.reshape(-1, len(labels)), y.reshape(-1), ignore_index=-100,
+                                       label_smoothing=opts.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -191,4 +194,71 @@ def train(opts: TrainOptions, console=None) -> dict:
     }  # fmt: skip
     Path(opts.out).mkdir(parents=True, exist_ok=True)
     (Path(opts.out) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    if best_epoch > 0:
+        write_card(record, opts.out)
     return record
+
+
+def write_card(record: dict, out: str | Path) -> Path:
+    """``README.md`` beside the weights: what it is, the data, the run, the dev scores, how to reproduce."""
+    from .. import models
+
+    o = record["options"]
+    spec = models.get("minilm-l6")
+    sha = next((a.sha256 for a in spec.assets if a.path.endswith("model.safetensors")), "?")
+    best = record["best_dev"] or {}
+    bm = json.loads((Path(out) / "config.json").read_text())["broad_mamba"]
+    rows = "\n".join(
+        f"| {h['epoch']} | {h['step']} | {h['train_loss']:.4f} | {h['dev']['weighted_f1']:.2f} | "
+        f"{h['dev']['accuracy']:.2f} | {h['dev']['ece']:.4f} | {h['minutes']:.1f} |"
+        for h in record["history"]
+    )
+    per_class = " · ".join(f"{k} {v:.1f}" for k, v in best.get("per_class_f1", {}).items())
+    ds = {"meld": "MELD (Poria et al., 2019): `train_sent_emo.csv`, `dev_sent_emo.csv`",
+          "emorynlp": "EmoryNLP (Zahiri & Choi, 2018): `emorynlp_train_final.csv`, `emorynlp_dev_final.csv`"}[o["dataset"]]  # fmt: skip
+    text = f"""# context-{o["dataset"]}: conversation-context model (LoRA all-MiniLM-L6-v2 + Broad Mamba)
+
+Per-utterance emotion probabilities and context embeddings for a dialogue, over the {len(record["labels"])} labels
+{", ".join(record["labels"])}. Loaded by `affect_llm.context.model.ContextModel.load` and, for `{o["dataset"]}`,
+by the default pipeline (`--context-model {o["dataset"]}`).
+
+**Architecture.** Each utterance is encoded by all-MiniLM-L6-v2 (registry `minilm-l6`, `model.safetensors`
+sha256 `{sha}`) with a LoRA adapter (r={o["lora_r"]}, alpha={2 * o["lora_r"]}, on query/key/value/dense),
+mean-pooled; speaker identity (order of first appearance) is added as an embedding; then Broad Mamba:
+{bm["n_layers"]} bidirectional selective state-space layers (d_model {bm["d_model"]}, d_state {bm["d_state"]}) over the
+dialogue, broad-learning feature nodes ({bm["n_feature_groups"]}×{bm["feature_size"]}) and enhancement nodes
+({bm["n_enhance"]}×{bm["enhance_size"]}) whose concatenation `[Z | H]` is the context embedding, and a linear head. {record["trainable_parameters"]:,}
+trainable parameters; the base encoder is not stored here (only `encoder_lora/`, `broad_mamba.safetensors`).
+
+**Data.** {ds}; text normalised (cp1252 bytes such as `\\x92`, typographic quotes). Trained on train, model
+selection on dev weighted-F1 (each dialogue seen whole, both directions, as ERC papers evaluate).
+
+**Run.** AdamW lr {o["lr"]}, weight decay {o["weight_decay"]}, dropout {o["dropout"]}, label smoothing
+{o["label_smoothing"]}, {o["batch_dialogues"]} dialogues per step, linear
+warm-up ({o["warmup"]:.0%}) and decay, gradient clipping 1.0, seed {o["seed"]}, up to {o["epochs"]} epochs with
+patience {o["patience"]} and a {o["max_minutes"]:.0f}-minute budget. Stopped: {record["stopped"]}; best epoch
+{record["best_epoch"]}; {record["steps"]} steps in {record["minutes"]:.1f} min on {record["machine"]["threads"]} CPU
+threads ({record["machine"]["cpu"]}, torch {record["machine"]["torch"]}).
+
+| epoch | step | train loss | dev wF1 | dev acc | dev ECE | minutes |
+|---|---|---|---|---|---|---|
+{rows}
+
+**Best dev:** weighted-F1 **{best.get("weighted_f1")}**, accuracy {best.get("accuracy")}, ECE {best.get("ece")}
+(n = {best.get("n")}). Per-class F1: {per_class}.
+
+**Reproduce.**
+
+```
+affect-llm train context --dataset {o["dataset"]} --data-dir DIR --out adapters/context-{o["dataset"]} \\
+    --epochs {o["epochs"]} --batch {o["batch_dialogues"]} --lr {o["lr"]} --patience {o["patience"]} \\
+    --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --dropout {o["dropout"]} \\
+    --weight-decay {o["weight_decay"]} --label-smoothing {o["label_smoothing"]} --threads {o["threads"] or 0}
+```
+
+`training.json` holds the full record. Limits: trained on TV-series dialogue (Friends) in English; labels are
+what annotators read from text, audio and video together, this model sees text only.
+"""
+    path = Path(out) / "README.md"
+    path.write_text(text)
+    return path

@@ -63,6 +63,8 @@ def quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     # peft asks transformers a deprecated question on every get_peft_model; not our users' business
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # transformers 5.x renames forward(past_key_values=) to cache=; the old name works on every version we support
+    warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated.*", category=FutureWarning)
 
 
 class TransformersLM:

@@ -1,0 +1,90 @@
+"""The dialogue as context: the shipped context model and fusion inside the pipeline and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from affect_llm.config import MELD_LABELS, PipelineConfig
+from affect_llm.context.model import default_path
+from affect_llm.errors import InputError, ModelNotFound
+from affect_llm.pipeline import Pipeline
+from affect_llm.types import Analysis, Modality
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (default_path("meld") / "config.json").is_file(), reason="adapters/context-meld not trained"),
+]
+
+DIALOGUE = [
+    {"speaker": "Monica", "text": "Guess what? I got the job at the restaurant!"},
+    {"speaker": "Rachel", "text": "Oh my God, that is amazing!"},
+]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline()
+
+
+def test_text_with_dialogue_context(pipe, tmp_path):
+    ctx = tmp_path / "d.jsonl"
+    ctx.write_text("\n".join(json.dumps(u) for u in DIALOGUE) + "\n")
+    a = pipe.analyze(text="We have to celebrate tonight!", context=ctx, speaker="Monica", explain=False)
+    assert set(a.distributions) >= {"context", "llm"}
+    assert set(a.distributions["context"]) == set(MELD_LABELS)
+    assert set(a.fusion) == {"context", "llm"} and sum(a.fusion.values()) == pytest.approx(1, abs=1e-3)
+    assert sum(a.probabilities.values()) == pytest.approx(1, abs=1e-6)
+    assert a.label == max(a.probabilities, key=a.probabilities.get)
+    d1 = a.cue("D1")
+    assert d1 is not None and d1.modality == Modality.context and "2 earlier utterances" in d1.text
+    assert "[D1]" in a.evidence and "(dialogue)" in a.evidence
+    assert a.models["context"] == "meld" and "context" in a.timings
+    # the context changes the context model's reading of the same words
+    alone = pipe.analyze(text="We have to celebrate tonight!", explain=False)
+    assert "utterance alone" in alone.cue("D1").text
+    assert alone.distributions["context"] != a.distributions["context"]
+
+
+def test_context_as_speaker_lines_and_bad_context(pipe, tmp_path):
+    a = pipe.analyze(text="No way.", context="Ross: I'm moving to Paris.\nRachel: What?", explain=False)
+    assert "2 earlier utterances" in a.cue("D1").text
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(InputError, match="bad.jsonl:1"):
+        pipe.analyze(text="Hi.", context=bad)
+
+
+def test_switches_and_missing_adapter(tmp_path):
+    off = Pipeline(PipelineConfig.model_validate({"context": {"model": None, "fusion": None}}))
+    a = off.analyze(text="I am so angry with you!", explain=False)
+    assert set(a.distributions) == {"llm"} and a.fusion == {} and a.cue("D1") is None
+    assert a.probabilities == a.distributions["llm"]
+    custom = Pipeline(PipelineConfig.model_validate({"reasoner": {"labels": ["positive", "negative", "neutral"]}}))
+    b = custom.analyze(text="I am so angry with you!", explain=False)
+    assert set(b.probabilities) == {"positive", "negative", "neutral"} and b.fusion == {}
+    assert any("different label set" in n for n in b.notes)
+    missing = Pipeline(PipelineConfig.model_validate({"context": {"model": str(tmp_path / "nope")}}))
+    with pytest.raises(ModelNotFound):
+        missing.analyze(text="Hello there.", explain=False)
+
+
+def test_cli_context_flag(tmp_path):
+    ctx = tmp_path / "d.jsonl"
+    ctx.write_text("\n".join(json.dumps(u) for u in DIALOGUE) + "\n")
+    r = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", "We have to celebrate!",
+                        "--context", str(ctx), "--speaker", "Monica", "--json", "--no-explain"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    a = Analysis.model_validate_json(r.stdout)
+    assert "context" in a.distributions and a.fusion
+    r2 = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", "Hi.", "--context",
+                         str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r2.returncode == 2 and "no such context file" in r2.stderr and "Traceback" not in r2.stderr
+    r3 = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", "Hi there, how are you?",
+                         "--context", str(ctx)], capture_output=True, text=True, timeout=300, input="",
+                        env={**os.environ, "COLUMNS": "120"})  # fmt: skip
+    assert r3.returncode == 0, r3.stderr
+    assert "fused from:" in r3.stdout and "context" in r3.stdout
