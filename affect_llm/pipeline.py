@@ -110,6 +110,10 @@ class Pipeline:
         if ref is None:
             return None
         if self._context_model is None:
+            if self._reasoner_loading is not None:
+                # the LLM is loading in the background: importing transformers' lazy modules from two threads
+                # at once can fail, so let that finish first (it usually has, while ASR ran)
+                self.reasoner(timer)
             from .context.model import load_context_model
 
             with (timer or Timer())("load_context"):
@@ -160,11 +164,11 @@ class Pipeline:
     ) -> Cue | str | None:
         """Run the context model over the dialogue with the analysed utterance last: cue D1 (its distribution goes
         into ``got``), a note saying why it did not run, or None when it is switched off."""
-        model = self.context_model(timer)
-        if model is None:
+        if self.config.context.model is None:
             return None
         if not said.strip():
             return "dialogue context model skipped: no words to place in the dialogue"
+        model = self.context_model(timer)
         opts = self.config.context
         earlier = (dialogue.utterances if dialogue else [])[-opts.max_utterances :]
         full = Dialogue(id="analysed", utterances=[*earlier, Utterance(speaker=speaker or opts.speaker, text=normalize(said))])

@@ -56,7 +56,11 @@ def test_hamilton_json_end_to_end(tmp_path):
     mods = {c["modality"] for c in d["cues"]}
     assert {"speech", "prosody"} <= mods
     for c in d["cues"]:
-        assert set(c) >= {"id", "modality", "start", "end", "text"} and c["start"] <= c["end"]
+        assert set(c) >= {"id", "modality", "start", "end", "text"}
+        if c["modality"] == "context":  # the dialogue-level cue (D1) has no time span
+            assert c["start"] is None and c["end"] is None
+        else:
+            assert c["start"] <= c["end"]
     assert a.explanation and a.cited_cues
     assert {"asr", "prosody", "face", "label", "explain"} <= set(a.timings)
     assert "speech" not in d["missing_modalities"]
@@ -71,6 +75,10 @@ def test_hamilton_json_end_to_end(tmp_path):
     assert any(f["aus"] for f in face) and {"AU12", "AU6", "AU25"} <= set(next(f["aus"] for f in face if f["aus"]))
     assert set(a.distributions["face"]) == set(MELD_LABELS)
     assert d["missing_modalities"] == ["scene"] and any("CLIP" in n for n in a.notes)
+    # the context model reads the transcript as a one-utterance dialogue; every modality's distribution is fused
+    assert "utterance alone" in a.cue("D1").text
+    assert set(a.fusion) == {"llm", "context", "face"} == set(a.distributions)
+    assert sum(a.fusion.values()) == pytest.approx(1, abs=1e-3)
 
 
 def test_jfk_python_api(pipe):
@@ -78,8 +86,8 @@ def test_jfk_python_api(pipe):
     _check(a)
     assert a.missing_modalities == [Modality.face, Modality.scene]
     assert any("no video stream" in n for n in a.notes)
-    assert [c.id for c in a.cues] == ["S1", "P1", "S2", "P2"]
-    assert "P2" in a.cues[3].id and "than the speaker's usual" in a.evidence
+    assert [c.id for c in a.cues] == ["D1", "S1", "P1", "S2", "P2"]  # the untimed dialogue cue first
+    assert a.cue("P2").modality == Modality.prosody and "than the speaker's usual" in a.evidence
 
 
 def test_espeak_speech_through_the_pipeline(pipe, tmp_path):
@@ -87,7 +95,7 @@ def test_espeak_speech_through_the_pipeline(pipe, tmp_path):
     a = pipe.analyze(wav, explain=False)
     _check(a)
     assert "house" in a.transcript.text.lower()
-    assert a.explanation == "" and a.cues[0].id == "S1"
+    assert a.explanation == "" and [c.id for c in a.cues][:2] == ["D1", "S1"]
 
 
 def test_text_input_and_api_heuristic():
