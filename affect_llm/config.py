@@ -61,8 +61,15 @@ class ReasonerOptions(BaseModel):
     explain: bool = True
     max_new_tokens: int = 48
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for the explanation and chat")
-    calibrate: bool = Field(
-        True, description="contextual calibration: divide label likelihoods by those of a content-free input"
+    adapter: Optional[str] = Field(
+        "auto",
+        description="LoRA adapter + soft-prompt projector: 'auto' (the shipped adapters/reasoner-meld when the LLM "
+        "is its base), a shipped name, a folder, or None / 'none' for the base model",
+    )
+    calibrate: Optional[bool] = Field(
+        None,
+        description="contextual calibration: divide label likelihoods by those of a content-free input; "
+        "None = the adapter's choice (on for the base model)",
     )
     dtype: str = Field(
         "auto", description="auto (bfloat16 on GPUs and CPUs with native bf16, else float32), float32, bfloat16"

@@ -328,6 +328,34 @@ class Pipeline:
         return Evidence.build([Cue(id="T1", modality=Modality.text, text=f'"{text}"')], notes=["text input"])
 
     # -- the whole flow ---------------------------------------------------------------------------------
+    def gather(
+        self,
+        source: str | Path | None = None,
+        *,
+        text: str | None = None,
+        context: Dialogue | str | Path | None = None,
+        speaker: str | None = None,
+        timer: Timer | None = None,
+    ) -> tuple[Evidence, Gathered, MediaInfo | None, Dialogue | None]:
+        """Everything before the LLM: the evidence (cues, with the dialogue cue D1 when the context model runs),
+        what the stages gathered (distributions, the context embedding), the media's description and the dialogue
+        context. :meth:`analyze` reasons over it; training the reasoner builds its examples from it."""
+        if (source is None) == (text is None):
+            raise InputError("give exactly one of a media path or text")
+        timer = timer or Timer()
+        dialogue = self.dialogue_context(context)
+        if text is not None:
+            evidence, got, info = self.text_evidence(text), Gathered(transcript=Transcript(text=normalize(text))), None
+        else:
+            evidence, got, info = self.media_evidence(source, timer)
+        said = got.transcript.text if got.transcript else ""
+        ctx = self._context_cue(dialogue, said, speaker, got, timer)
+        if isinstance(ctx, Cue):
+            evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
+        elif ctx:
+            evidence.notes.append(ctx)
+        return evidence, got, info, dialogue
+
     def analyze(
         self,
         source: str | Path | None = None,
@@ -340,23 +368,11 @@ class Pipeline:
         """Analyse a media file (``source``) or a text (``text=``). ``context``: the dialogue before it (a
         :class:`~affect_llm.data.Dialogue`, a JSONL/CSV file, or ``Speaker: text`` lines); the input is its last
         utterance, spoken by ``speaker`` (default ``config.context.speaker``)."""
-        if (source is None) == (text is None):
-            raise InputError("give exactly one of a media path or text")
         timer = Timer()
         t0 = time.perf_counter()
-        dialogue = self.dialogue_context(context)
-        if text is not None:
-            evidence, got, info = self.text_evidence(text), Gathered(transcript=Transcript(text=normalize(text))), None
-            name = "text"
-        else:
-            evidence, got, info = self.media_evidence(source, timer)
-            name = str(source)
+        evidence, got, info, dialogue = self.gather(source, text=text, context=context, speaker=speaker, timer=timer)
+        name = "text" if text is not None else str(source)
         transcript = got.transcript
-        ctx = self._context_cue(dialogue, transcript.text if transcript else "", speaker, got, timer)
-        if isinstance(ctx, Cue):
-            evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
-        elif ctx:
-            evidence.notes.append(ctx)
         ro = self.config.reasoner
         explain = ro.explain if explain is None else explain
         models_used = {"llm": ro.model}
@@ -384,8 +400,14 @@ class Pipeline:
             distributions = dict(got.distributions)
         else:
             reasoner = self.reasoner(timer)
+            if reasoner.adapter is not None:
+                models_used["adapter"] = str(reasoner.adapter.path)
+            soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model)
+            if soft is None and reasoner.projector is not None and got.context_embedding is not None:
+                evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
+                                      "embeddings")  # fmt: skip
             with timer("label"):
-                llm_probs = reasoner.label_distribution(evidence_text, llm_context)
+                llm_probs = reasoner.label_distribution(evidence_text, llm_context, soft)
             distributions = {"llm": llm_probs, **got.distributions}
             probs = llm_probs
             fusion = self.fusion()
@@ -399,7 +421,7 @@ class Pipeline:
             explanation, cited, unknown = "", [], []
             if explain:
                 with timer("explain"):
-                    explanation, cited, unknown = reasoner.explain(evidence, label, evidence_text)
+                    explanation, cited, unknown = reasoner.explain(evidence, label, evidence_text, soft)
         timer.timings["total"] = round(time.perf_counter() - t0, 4)
         return Analysis(
             source=name,

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import models
+from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
 Message = dict[str, str]
 
@@ -68,7 +69,10 @@ def quiet_transformers() -> None:
 
 
 class TransformersLM:
-    def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto"):
+    """A causal LM in this process. ``adapter``: a folder with a peft LoRA adapter for it, merged into the weights
+    on load (no extra matmuls at inference)."""
+
+    def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,33 +83,44 @@ class TransformersLM:
         local_only = r.path is not None or not models.downloads_allowed()
         self.name = ref
         self.location = r.location
+        self.adapter = adapter
         self.dtype = resolve_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            r.location, local_files_only=local_only, dtype=self.dtype
-        ).eval()
+        model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
+        self.model = model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        self._eos = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
-        self._prefix_ids: list[int] = []
+        self._prefix = Prompt([])
         self._prefix_cache = None
 
     # -- formatting -------------------------------------------------------------------------------------
     def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return self.prompt(messages, add_generation_prompt=add_generation_prompt).ids
+
+    def prompt(
+        self, messages: list[Message], soft=None, assistant_prefix: str = "", add_generation_prompt: bool = True
+    ) -> Prompt:
+        """The chat-formatted prompt; the soft vectors ((k, d) tensor) go where a message holds :data:`SLOT`."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        p = split_slot(self.tokenizer, text, soft)
+        if assistant_prefix:
+            p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
+        return p
 
     # -- prefix cache -----------------------------------------------------------------------------------
-    def _reusable(self, ids: list[int]):
-        """A copy of the cached KV cache cut to the longest prefix it shares with ``ids`` (leaving at least one
-        token to run, for the logits), and that prefix's length."""
+    def _reusable(self, prompt: Prompt):
+        """A copy of the cached KV cache cut to the longest prefix it shares with ``prompt`` (leaving at least one
+        position to run, for the logits), and that prefix's length."""
         n = 0
-        limit = min(len(ids) - 1, len(self._prefix_ids))
-        while n < limit and ids[n] == self._prefix_ids[n]:
+        limit = min(len(prompt) - 1, len(self._prefix))
+        while n < limit and prompt.same_position(self._prefix, n):
             n += 1
         if n == 0 or self._prefix_cache is None:
             return None, 0
@@ -113,26 +128,25 @@ class TransformersLM:
         _crop(cache, n)
         return cache, n
 
-    def _encode(self, ids: list[int]):
+    def _encode(self, prompt: Prompt):
         """Run the prompt (re-using the cached prefix); return the last position's logits and the cache."""
-        import torch
-
-        cache, n = self._reusable(ids)
-        out = self.model(torch.tensor([ids[n:]]), past_key_values=cache, use_cache=True)
-        self._prefix_ids, self._prefix_cache = list(ids), copy.deepcopy(out.past_key_values)
+        cache, n = self._reusable(prompt)
+        embeds = prompt_embeddings(self.model.get_input_embeddings(), prompt, start=n)
+        out = self.model(inputs_embeds=embeds.unsqueeze(0), past_key_values=cache, use_cache=True)
+        self._prefix, self._prefix_cache = prompt, copy.deepcopy(out.past_key_values)
         return out.logits[0, -1], out.past_key_values
 
     # -- scoring ----------------------------------------------------------------------------------------
-    def score(self, messages: list[Message], continuations: list[str]) -> np.ndarray:
+    def score(self, messages: list[Message], continuations: list[str], soft=None) -> np.ndarray:
         """Sum of token log-probabilities of each continuation as the assistant's reply."""
         import torch
 
-        prefix = self.chat_ids(messages)
+        prompt = self.prompt(messages, soft)
         conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if any(len(c) == 0 for c in conts):
             raise ValueError("empty continuation")
         with self._lock, torch.inference_mode():
-            last, cache = self._encode(prefix)
+            last, cache = self._encode(prompt)
             first = torch.log_softmax(last.float(), -1)
             scores = np.array([float(first[c[0]]) for c in conts])
             # Continuations run one at a time on the shared cache, cut back after each: memory stays at one
@@ -142,7 +156,7 @@ class TransformersLM:
                     logits = self.model(torch.tensor([c[:-1]]), past_key_values=cache, use_cache=True).logits[0]
                     logp = torch.log_softmax(logits.float(), -1)
                     scores[i] += float(sum(logp[j, t] for j, t in enumerate(c[1:])))
-                    _crop(cache, len(prefix))
+                    _crop(cache, len(prompt))
         return scores
 
     # -- generation -------------------------------------------------------------------------------------
@@ -153,27 +167,40 @@ class TransformersLM:
         temperature: float = 0.0,
         seed: int = 0,
         assistant_prefix: str = "",
+        soft=None,
     ) -> str:
+        """Greedy (``temperature`` 0) or nucleus-sampled continuation, with a repetition penalty of 1.15 over the
+        prompt and the answer (transformers' own logits processors). The prompt runs through the prefix cache
+        and the soft-prompt embedding path like :meth:`score`."""
         import torch
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopPLogitsWarper)  # fmt: skip
 
-        ids = self.chat_ids(messages)
-        if assistant_prefix:
-            ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
-        kwargs = dict(max_new_tokens=max_new_tokens, repetition_penalty=1.15, pad_token_id=self.tokenizer.pad_token_id)
+        prompt = self.prompt(messages, soft, assistant_prefix)
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.15)])
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            processors += [TemperatureLogitsWarper(temperature), TopPLogitsWarper(0.9)]
+        out: list[int] = []
         with self._lock, torch.inference_mode():
-            torch.manual_seed(seed)
-            cache, n = self._reusable(ids)
-            x = torch.tensor([ids])
-            out = self.model.generate(x, attention_mask=torch.ones_like(x), past_key_values=cache, **kwargs)
-        text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+            gen = torch.Generator().manual_seed(seed)
+            last, cache = self._encode(prompt)
+            seen = torch.tensor([prompt.real_ids()])
+            for _ in range(max_new_tokens):
+                scores = processors(seen, last.float().unsqueeze(0))
+                if temperature > 0:
+                    tok = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=gen))
+                else:
+                    tok = int(scores.argmax(-1))
+                if tok in self._eos:
+                    break
+                out.append(tok)
+                seen = torch.cat([seen, torch.tensor([[tok]])], 1)
+                last = self.model(torch.tensor([[tok]]), past_key_values=cache, use_cache=True).logits[0, -1]
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
         return (assistant_prefix + text).strip()
 
 
 @lru_cache(maxsize=2)
-def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto") -> TransformersLM:
+def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None) -> TransformersLM:
     """A process-wide cached model."""
-    return TransformersLM(ref, threads, dtype)
+    return TransformersLM(ref, threads, dtype, adapter)

@@ -10,13 +10,66 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .. import models, prompting
 from ..config import ReasonerOptions
+from ..errors import ModelNotFound
 from ..evidence import Evidence, cited_ids
 from .hf import Message, TransformersLM, load
+from .soft_prompt import SLOT
+
+#: the shipped reasoner adapter that ``adapter="auto"`` loads when the LLM is its base
+DEFAULT_ADAPTER = "reasoner-meld"
+
+
+@dataclass
+class AdapterInfo:
+    """A reasoner adapter folder: peft's LoRA files, ``projector.*`` (optional) and ``reasoner.json``."""
+
+    path: Path
+    base: str  # the LLM it was trained on (registry name, path or HF id)
+    context_model: str | None  # the context model whose embeddings the projector reads
+    calibrate: bool = False
+    seed_citation: bool = False  # whether the explanation is seeded with the first cue id
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "AdapterInfo":
+        folder = Path(folder)
+        meta = folder / "reasoner.json"
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelNotFound(f"{folder}: not a LoRA adapter (no adapter_config.json)")
+        raw = json.loads(meta.read_text()) if meta.is_file() else {}
+        return cls(folder, raw.get("base", ""), raw.get("context_model"), bool(raw.get("calibrate", False)),
+                   bool(raw.get("seed_citation", False)))  # fmt: skip
+
+    @property
+    def has_projector(self) -> bool:
+        return (self.path / "projector.json").is_file()
+
+
+def resolve_adapter(opts: ReasonerOptions) -> AdapterInfo | None:
+    """The adapter ``opts.adapter`` names: None for the base model; 'auto' is the shipped default when the LLM
+    is the base it was trained on (and nothing otherwise)."""
+    from ..context.model import adapters_dir
+
+    ref = opts.adapter
+    if ref is None or ref.lower() == "none":
+        return None
+    if ref == "auto":
+        folder = adapters_dir() / DEFAULT_ADAPTER
+        if not folder.is_dir():
+            return None
+        info = AdapterInfo.load(folder)
+        same = models.ALIASES.get(opts.model, opts.model) == models.ALIASES.get(info.base, info.base)
+        return info if same else None
+    folder = Path(ref) if ("/" in ref or Path(ref).exists()) else adapters_dir() / ref
+    if not folder.is_dir():
+        raise ModelNotFound(f"adapter {ref!r}: no such folder ({folder})")
+    return AdapterInfo.load(folder)
 
 CONTENT_FREE = "Evidence:\n[T1] (text): N/A"
 
@@ -34,21 +87,58 @@ def _logsumexp(x: np.ndarray) -> float:
 class Reasoner:
     def __init__(self, opts: ReasonerOptions | None = None, lm: TransformersLM | None = None):
         self.opts = opts or ReasonerOptions()
-        self.lm = lm or load(self.opts.model, self.opts.threads, self.opts.dtype)
+        self.adapter = resolve_adapter(self.opts) if lm is None else None
+        adapter_path = str(self.adapter.path) if self.adapter else None
+        self.lm = lm or load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
+        self.projector = None
+        if self.adapter is not None and self.adapter.has_projector:
+            from .soft_prompt import SoftPromptProjector
+
+            self.projector = SoftPromptProjector.load(self.adapter.path)
+        calibrate = self.opts.calibrate
+        self.calibrate = (self.adapter.calibrate if self.adapter else True) if calibrate is None else calibrate
         self._system = prompting.text("system.txt")
         self._prior: dict[tuple[str, ...], np.ndarray] = {}
+
+    def soft_prompt(self, embedding, context_model: str | None):
+        """The soft-prompt vectors for a context embedding, or None: no projector, no embedding, or an embedding
+        from another context model than the one the projector was trained on."""
+        if self.projector is None or embedding is None or self.adapter is None:
+            return None
+        if context_model != self.adapter.context_model:
+            return None
+        import torch
+
+        with torch.inference_mode():
+            return self.projector(torch.as_tensor(np.asarray(embedding), dtype=torch.float32))
 
     def _messages(self, user: str) -> list[Message]:
         return [{"role": "system", "content": self._system}, {"role": "user", "content": user}]
 
     # -- label ------------------------------------------------------------------------------------------
-    def label_logprobs(self, evidence_text: str, context: str | None = None) -> np.ndarray:
+    def label_messages(self, evidence_text: str, context: str | None = None, soft: bool = False) -> list[Message]:
+        user = prompting.render("label.j2", evidence_text=evidence_text, labels=self.opts.labels, context=context,
+                                soft_slot=SLOT if soft else "")  # fmt: skip
+        return self._messages(user)
+
+    def explain_messages(self, evidence: Evidence, label: str, evidence_text: str | None = None,
+                         soft: bool = False) -> tuple[list[Message], str]:  # fmt: skip
+        """The explanation prompt and the start of the answer the model continues."""
+        example = evidence.ids[:2] or ["S1"]
+        user = prompting.render("explain.j2", evidence_text=evidence_text or evidence.render(), label=label,
+                                example_ids=example, soft_slot=SLOT if soft else "")  # fmt: skip
+        # The base model's answer is seeded with the first cue id (it rarely cites on its own); a tuned adapter
+        # cites by itself. Every id is checked against the evidence either way.
+        seed = self.adapter.seed_citation if self.adapter else True
+        prefix = prompting.render("explain_prefix.j2", label=label, first_id=example[0] if seed else "")
+        return self._messages(user), prefix
+
+    def label_logprobs(self, evidence_text: str, context: str | None = None, soft=None) -> np.ndarray:
         """log P(label | evidence) per label, summed over surface forms ('joy', 'Joy')."""
         labels = self.opts.labels
         forms = [[lab, lab.capitalize()] if lab != lab.capitalize() else [lab] for lab in labels]
         flat = [f for fs in forms for f in fs]
-        user = prompting.render("label.j2", evidence_text=evidence_text, labels=labels, context=context)
-        s = self.lm.score(self._messages(user), flat)
+        s = self.lm.score(self.label_messages(evidence_text, context, soft is not None), flat, soft=soft)
         out, k = [], 0
         for fs in forms:
             out.append(_logsumexp(s[k : k + len(fs)]))
@@ -57,7 +147,7 @@ class Reasoner:
 
     def prepare(self) -> None:
         """Compute what every call needs once (the calibration prior), e.g. while the pipeline decodes media."""
-        if self.opts.calibrate:
+        if self.calibrate:
             self._label_prior()
 
     def _label_prior(self) -> np.ndarray:
@@ -71,8 +161,9 @@ class Reasoner:
 
     def _cached_prior(self) -> np.ndarray:
         """The content-free label log-likelihoods, kept on disk per (model, dtype, prompt, labels)."""
-        user = prompting.render("label.j2", evidence_text=CONTENT_FREE, labels=self.opts.labels, context=None)
-        ident = json.dumps([str(self.lm.location), str(self.lm.dtype), self._system, user, self.opts.labels])
+        user = self.label_messages(CONTENT_FREE)[-1]["content"]
+        ident = json.dumps([str(self.lm.location), str(self.lm.adapter), str(self.lm.dtype), self._system, user,
+                            self.opts.labels])  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:32]
         path = models.home() / "cache" / "label-priors" / f"{key}.json"
         try:
@@ -91,28 +182,26 @@ class Reasoner:
             pass  # a read-only cache only costs the recomputation
         return values
 
-    def label_distribution(self, evidence_text: str, context: str | None = None) -> dict[str, float]:
-        lp = self.label_logprobs(evidence_text, context)
-        if self.opts.calibrate:
+    def label_distribution(self, evidence_text: str, context: str | None = None, soft=None) -> dict[str, float]:
+        lp = self.label_logprobs(evidence_text, context, soft)
+        if self.calibrate:
             lp = lp - self._label_prior()
         p = _softmax(lp)
         return {lab: float(v) for lab, v in zip(self.opts.labels, p)}
 
     # -- explanation ------------------------------------------------------------------------------------
-    def explain(self, evidence: Evidence, label: str, evidence_text: str | None = None) -> tuple[str, list[str], list[str]]:
+    def explain(
+        self, evidence: Evidence, label: str, evidence_text: str | None = None, soft=None
+    ) -> tuple[str, list[str], list[str]]:
         """Return (explanation, cited ids that exist, ids mentioned that do not exist)."""
-        evidence_text = evidence_text or evidence.render()
-        example = evidence.ids[:2] or ["S1"]
-        user = prompting.render("explain.j2", evidence_text=evidence_text, label=label, example_ids=example)
-        # The answer is seeded with the label and the first cue id (prompts/explain_prefix.j2): a small base model
-        # rarely cites on its own; the LoRA-tuned reasoner learns to. Every id is checked against the evidence.
-        prefix = prompting.render("explain_prefix.j2", label=label, first_id=example[0])
+        messages, prefix = self.explain_messages(evidence, label, evidence_text, soft is not None)
         text = self.lm.generate(
-            self._messages(user),
+            messages,
             max_new_tokens=self.opts.max_new_tokens,
             temperature=self.opts.temperature,
             seed=self.opts.seed,
             assistant_prefix=prefix,
+            soft=soft,
         )
         text = _trim(text)
         ids = cited_ids(text)

@@ -7,6 +7,7 @@ from affect_llm.config import ReasonerOptions
 from affect_llm.evidence import Evidence
 from affect_llm.llm.hf import TransformersLM, load
 from affect_llm.llm.reasoner import Reasoner
+from affect_llm.llm.soft_prompt import Prompt
 from affect_llm.types import Cue, Modality
 
 pytestmark = pytest.mark.slow
@@ -47,10 +48,10 @@ def test_cached_scoring_matches_plain_forward(lm32):
 
 def test_generation_with_prefix_cache_equals_without(lm32):
     msgs = [{"role": "user", "content": "Name three colours."}]
-    lm32._prefix_ids, lm32._prefix_cache = [], None
+    lm32._prefix, lm32._prefix_cache = Prompt([]), None
     cold = lm32.generate(msgs, max_new_tokens=12)
     lm32.score(msgs, ["Red"])  # leaves this prompt's cache behind
-    assert lm32._prefix_ids
+    assert lm32._prefix.ids
     assert lm32.generate(msgs, max_new_tokens=12) == cold
 
 
