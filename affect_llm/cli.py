@@ -57,6 +57,9 @@ def chat(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (the Analysis) and exit"),
     no_explain: bool = typer.Option(False, "--no-explain", help="label and probabilities only"),
     llm: str = typer.Option("smollm2-135m", "--llm", help="LLM: registry name, local path or HF id"),
+    adapter: str = typer.Option(
+        "auto", "--adapter", help="reasoner LoRA adapter: auto (the shipped one over its base LLM) | a folder | none"
+    ),
     asr: str = typer.Option("whisper-tiny.en", "--asr", help="ASR: registry name, Whisper size, path or HF id"),
     asr_backend: str = typer.Option("auto", "--asr-backend", help="auto | faster-whisper | openai-whisper"),
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: MELD's 7)"),
@@ -102,6 +105,7 @@ def chat(
                 "reasoner": {
                     **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
                     "model": llm,
+                    "adapter": None if adapter.lower() == "none" else adapter,
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
@@ -262,6 +266,46 @@ def train_context(
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "
                   f"{best.get('accuracy')}, ECE {best.get('ece')}; {rec['minutes']} min, stopped: {rec['stopped']}; "
                   f"saved to {opts.out}")  # fmt: skip
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+@train_app.command("reasoner")
+def train_reasoner(
+    dataset: str = typer.Option("meld", "--dataset", help="meld | emorynlp"),
+    data_dir: Path = typer.Option(..., "--data-dir", help="folder with the dataset's original CSV files"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="default adapters/reasoner-DATASET"),
+    samples: int = typer.Option(2000, "--samples", help="train utterances drawn (seeded) from the train split"),
+    explain_share: float = typer.Option(0.35, "--explain-share", help="share that also trains the explanation"),
+    batch: int = typer.Option(8, "--batch"),
+    lr: float = typer.Option(4e-4, "--lr", help="LoRA learning rate (the projector's is --projector-lr)"),
+    projector_lr: float = typer.Option(1e-3, "--projector-lr"),
+    lora_r: int = typer.Option(8, "--lora-r"),
+    soft_tokens: int = typer.Option(4, "--soft-tokens", help="k soft-prompt vectors"),
+    max_minutes: float = typer.Option(110.0, "--max-minutes", help="time budget"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N steps (smoke test)"),
+    checkpoint_every: int = typer.Option(25, "--checkpoint-every", help="steps between checkpoints (resume)"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
+    load_4bit: bool = typer.Option(False, "--load-4bit", help="QLoRA: the frozen base in 4-bit (bitsandbytes, CUDA)"),
+) -> None:
+    """Train the reasoning LLM's LoRA adapter and soft-prompt projector on the train split (label + silver
+    explanations). Rerunning the same command resumes from OUT/checkpoint."""
+    try:
+        from .llm.train import ReasonerTrainOptions, train
+
+        opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/reasoner-{dataset}"),
+                                    context_model=dataset, samples=samples, explain_share=explain_share, batch=batch,
+                                    lr=lr, projector_lr=projector_lr, lora_r=lora_r, lora_alpha=2 * lora_r,
+                                    soft_tokens=soft_tokens, max_minutes=max_minutes, max_steps=max_steps,
+                                    checkpoint_every=checkpoint_every, seed=seed, threads=threads or None,
+                                    load_4bit=load_4bit)  # fmt: skip
+        rec = train(opts, console=err)
+        last = rec["history"][-1] if rec["history"] else {}
+        out.print(f"{rec['steps']} steps in {rec['minutes']} min ({rec['stopped']}); last losses: "
+                  + ", ".join(f"{k} {v}" for k, v in last.items() if k.endswith("loss")) + f"; saved to {opts.out}")
     except typer.Exit:
         raise
     except Exception as e:

@@ -57,6 +57,26 @@ def test_context_as_speaker_lines_and_bad_context(pipe, tmp_path):
         pipe.analyze(text="Hi.", context=bad)
 
 
+@pytest.mark.skipif(not (default_path("meld").parent / "reasoner-meld" / "reasoner.json").is_file(),
+                    reason="adapters/reasoner-meld not trained")
+def test_tuned_reasoner_is_the_default_and_reads_the_soft_prompt(pipe):
+    a = pipe.analyze(text="We have to celebrate tonight!", context="Monica: I got the job!", speaker="Monica")
+    assert a.models["adapter"].endswith("reasoner-meld")
+    r = pipe.reasoner()
+    assert r.projector is not None and r.calibrate is False
+    # the same evidence without the soft prompt gives other label scores: the context embedding is read
+    evidence, got, _, dialogue = pipe.gather(text="We have to celebrate tonight!", context="Monica: I got the job!")
+    soft = r.soft_prompt(got.context_embedding, "meld")
+    assert soft is not None
+    ev = evidence.render()
+    assert r.label_distribution(ev, None, soft) != r.label_distribution(ev, None, None)
+    # the tuned model cites on its own (no seeded id): whatever it cites is checked against the evidence
+    assert a.explanation.startswith("The speaker feels ") and not a.uncited_ids
+    base = Pipeline(PipelineConfig.model_validate({"reasoner": {"adapter": None}}))
+    b = base.analyze(text="We have to celebrate tonight!", explain=False)
+    assert "adapter" not in b.models and base.reasoner().adapter is None and base.reasoner().calibrate is True
+
+
 def test_switches_and_missing_adapter(tmp_path):
     off = Pipeline(PipelineConfig.model_validate({"context": {"model": None, "fusion": None}}))
     a = off.analyze(text="I am so angry with you!", explain=False)
@@ -69,6 +89,9 @@ def test_switches_and_missing_adapter(tmp_path):
     missing = Pipeline(PipelineConfig.model_validate({"context": {"model": str(tmp_path / "nope")}}))
     with pytest.raises(ModelNotFound):
         missing.analyze(text="Hello there.", explain=False)
+    no_adapter = Pipeline(PipelineConfig.model_validate({"reasoner": {"adapter": str(tmp_path / "nope")}}))
+    with pytest.raises(ModelNotFound, match="adapter"):
+        no_adapter.analyze(text="Hello there.", explain=False)
 
 
 def test_cli_context_flag(tmp_path):
@@ -88,3 +111,7 @@ def test_cli_context_flag(tmp_path):
                         env={**os.environ, "COLUMNS": "120"})  # fmt: skip
     assert r3.returncode == 0, r3.stderr
     assert "fused from:" in r3.stdout and "context" in r3.stdout
+    r4 = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", "Hi.", "--adapter", "none", "--json",
+                         "--no-explain"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r4.returncode == 0, r4.stderr
+    assert "adapter" not in Analysis.model_validate_json(r4.stdout).models

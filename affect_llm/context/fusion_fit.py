@@ -68,6 +68,22 @@ def collect(pipe, dialogues: list[Dialogue], labels: list[str], limit: int | Non
     return out
 
 
+def _models_key(pipe) -> str:
+    """A short hash of what produces the distributions (the LLM, its adapter's weights, the context model), so a
+    cache of collected distributions is never reused for other models."""
+    import hashlib
+
+    from ..llm.reasoner import resolve_adapter
+
+    cfg = pipe.config
+    h = hashlib.sha256(json.dumps([cfg.reasoner.model_dump(), cfg.context.model_dump()], sort_keys=True).encode())
+    adapter = resolve_adapter(cfg.reasoner)
+    if adapter is not None:
+        for f in sorted(adapter.path.glob("*.safetensors")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def scores(probs: np.ndarray, gold: np.ndarray, labels: list[str]) -> dict:
     pred = probs.argmax(1)
     g, p = [labels[i] for i in gold], [labels[i] for i in pred]
@@ -93,7 +109,7 @@ def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     dialogues = load_dataset(opts.dataset, opts.split, opts.data_dir)
     total = sum(1 for d in dialogues for u in d.utterances if u.label)
     total = min(total, opts.limit) if opts.limit else total
-    cache = Path(opts.work_dir) / f"{opts.dataset}-{opts.split}-{total}.npz"
+    cache = Path(opts.work_dir) / f"{opts.dataset}-{opts.split}-{total}-{_models_key(pipe)}.npz"
     t0 = time.monotonic()
     if cache.is_file():
         data = dict(np.load(cache))

@@ -35,6 +35,7 @@ class AdapterInfo:
     context_model: str | None  # the context model whose embeddings the projector reads
     calibrate: bool = False
     seed_citation: bool = False  # whether the explanation is seeded with the first cue id
+    labels: list[str] | None = None  # the label set it was trained to answer with
 
     @classmethod
     def load(cls, folder: str | Path) -> "AdapterInfo":
@@ -44,7 +45,7 @@ class AdapterInfo:
             raise ModelNotFound(f"{folder}: not a LoRA adapter (no adapter_config.json)")
         raw = json.loads(meta.read_text()) if meta.is_file() else {}
         return cls(folder, raw.get("base", ""), raw.get("context_model"), bool(raw.get("calibrate", False)),
-                   bool(raw.get("seed_citation", False)))  # fmt: skip
+                   bool(raw.get("seed_citation", False)), raw.get("labels"))  # fmt: skip
 
     @property
     def has_projector(self) -> bool:
@@ -53,7 +54,8 @@ class AdapterInfo:
 
 def resolve_adapter(opts: ReasonerOptions) -> AdapterInfo | None:
     """The adapter ``opts.adapter`` names: None for the base model; 'auto' is the shipped default when the LLM
-    is the base it was trained on (and nothing otherwise)."""
+    is the base it was trained on and the label set is the one it answers with (and nothing otherwise: another
+    label set, e.g. EmoryNLP's, gets the base model, which the shipped fusion for it was fitted on)."""
     from ..context.model import adapters_dir
 
     ref = opts.adapter
@@ -65,7 +67,8 @@ def resolve_adapter(opts: ReasonerOptions) -> AdapterInfo | None:
             return None
         info = AdapterInfo.load(folder)
         same = models.ALIASES.get(opts.model, opts.model) == models.ALIASES.get(info.base, info.base)
-        return info if same else None
+        same_labels = info.labels is None or set(info.labels) == set(opts.labels)
+        return info if same and same_labels else None
     folder = Path(ref) if ("/" in ref or Path(ref).exists()) else adapters_dir() / ref
     if not folder.is_dir():
         raise ModelNotFound(f"adapter {ref!r}: no such folder ({folder})")
@@ -85,13 +88,15 @@ def _logsumexp(x: np.ndarray) -> float:
 
 
 class Reasoner:
-    def __init__(self, opts: ReasonerOptions | None = None, lm: TransformersLM | None = None):
+    def __init__(self, opts: ReasonerOptions | None = None, lm: TransformersLM | None = None,
+                 adapter: AdapterInfo | None = None):  # fmt: skip
+        """``lm``: an already loaded model (then ``adapter`` describes what it carries, if anything)."""
         self.opts = opts or ReasonerOptions()
-        self.adapter = resolve_adapter(self.opts) if lm is None else None
+        self.adapter = resolve_adapter(self.opts) if lm is None else adapter
         adapter_path = str(self.adapter.path) if self.adapter else None
         self.lm = lm or load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
         self.projector = None
-        if self.adapter is not None and self.adapter.has_projector:
+        if lm is None and self.adapter is not None and self.adapter.has_projector:
             from .soft_prompt import SoftPromptProjector
 
             self.projector = SoftPromptProjector.load(self.adapter.path)

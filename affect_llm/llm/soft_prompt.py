@@ -69,7 +69,7 @@ def split_slot(tokenizer, text: str, soft: torch.Tensor | None) -> Prompt:
 def prompt_embeddings(embed: nn.Embedding, prompt: Prompt, start: int = 0) -> torch.Tensor:
     """(len(prompt) - start, d) input embeddings of ``prompt.ids[start:]``: the embedding table's rows for token
     ids, the soft vectors (cast to the table's dtype) for soft positions."""
-    ids = torch.tensor(prompt.ids[start:], dtype=torch.long)
+    ids = torch.tensor(prompt.ids[start:], dtype=torch.long, device=embed.weight.device)
     soft_pos = ids < 0
     out = embed(ids.clamp(min=0))
     if soft_pos.any():

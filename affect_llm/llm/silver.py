@@ -1,0 +1,121 @@
+"""Silver explanations: training targets for the reasoner, written from an example's own evidence.
+
+Every sentence cites a cue that is in that example's evidence and says only what that cue shows: the words
+actually said (quoted, with the emotion-bearing words found in them), the dialogue model's reading, a voice or
+face cue's own text. Nothing is cited that is not there. The closing line follows EMER's gold explanations
+("Therefore, it is inferred that ...").
+
+    >>> silver_explanation(evidence, "joy")
+    'In [T1] they say "Oh, that's great!", an exclamation; "great" sounds pleased. [D1] The conversation so far
+     points the same way (joy 0.61). Therefore, the speaker's emotional state is joy.'
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..evidence import Evidence
+from ..types import Cue, Modality
+
+#: words that carry an emotion in conversational English (a small hand-made lexicon; matched as whole words)
+LEXICON: dict[str, tuple[str, list[str]]] = {
+    "joy": ("sounds pleased", ["great", "love", "happy", "glad", "awesome", "wonderful", "yay", "haha", "thanks",
+                               "thank", "congratulations", "excited", "amazing", "fun", "nice", "beautiful", "cool",
+                               "perfect", "fantastic", "hey", "ha"]),
+    "surprise": ("sounds taken aback", ["what", "really", "wow", "whoa", "seriously", "oh my god", "my god", "no way",
+                                        "huh", "what?!", "you did", "are you kidding"]),
+    "anger": ("sounds irritated", ["hate", "stop", "shut up", "damn", "hell", "stupid", "idiot", "enough", "get out",
+                                   "how dare", "sick of", "angry", "mad", "ridiculous", "crap"]),
+    "sadness": ("sounds downcast", ["sorry", "miss", "sad", "cry", "lost", "alone", "hurt", "never", "unfortunately",
+                                    "died", "wish", "lonely", "broke up"]),
+    "disgust": ("sounds repelled", ["ew", "eww", "gross", "disgusting", "yuck", "sick", "nasty", "ugh"]),
+    "fear": ("sounds worried", ["scared", "afraid", "oh no", "worried", "nervous", "terrified", "help", "panic",
+                                "careful", "dangerous"]),
+}  # fmt: skip
+
+_DESCRIBE = {
+    "neutral": "a matter-of-fact remark with no strong feeling in the words",
+    "joy": "the wording is upbeat",
+    "surprise": "the wording reacts to something unexpected",
+    "anger": "the wording is sharp",
+    "sadness": "the wording is subdued",
+    "disgust": "the wording shows distaste",
+    "fear": "the wording is uneasy",
+}
+_QUOTE_WORDS = 14
+
+
+def emotion_words(text: str, label: str) -> list[str]:
+    """The lexicon's words for ``label`` that occur in ``text`` (whole words, case-insensitive), in text order."""
+    low = text.lower()
+    found = []
+    for w in LEXICON.get(label, ("", []))[1]:
+        m = re.search(r"(?<![\w'])" + re.escape(w) + r"(?![\w'])", low)
+        if m:
+            found.append((m.start(), w))
+    return [w for _, w in sorted(found)]
+
+
+def _quote(text: str) -> str:
+    words = text.strip().strip('"').split()
+    return " ".join(words[:_QUOTE_WORDS]) + (" ..." if len(words) > _QUOTE_WORDS else "")
+
+
+def _form(text: str) -> str | None:
+    t = text.strip().strip('"').rstrip()
+    if "!" in t and "?" in t:
+        return "an exclamation and a question"
+    if t.endswith("!") or "!" in t:
+        return "an exclamation"
+    if t.endswith("?"):
+        return "a question"
+    if t.endswith("..."):
+        return "trailing off"
+    return None
+
+
+def _words_sentence(cue: Cue, label: str, said: str) -> str:
+    verb = "they say" if cue.modality == Modality.text else "the speaker says"
+    parts = [f'In [{cue.id}] {verb} "{_quote(said)}"']
+    form = _form(said)
+    if form:
+        parts[0] += f", {form}"
+    words = emotion_words(said, label)
+    if words:
+        tone = LEXICON[label][0]
+        listed = " and ".join(f'"{w}"' for w in words[:2])
+        parts.append(f"{listed} {tone if len(words[:2]) == 1 else tone.replace('sounds', 'sound')}")
+    else:
+        parts.append(_DESCRIBE.get(label, f"the wording fits {label}"))
+    return "; ".join(parts) + "."
+
+
+def _context_sentence(cue: Cue, label: str) -> str:
+    dist = cue.value if isinstance(cue.value, dict) else {}
+    if not dist:
+        return f"[{cue.id}] The conversation so far is taken into account."
+    top = max(dist, key=dist.__getitem__)
+    if top == label:
+        return f"[{cue.id}] The conversation so far points the same way ({label} {dist[top]:.2f})."
+    return (f"[{cue.id}] The conversation so far leans to {top} ({dist[top]:.2f}), "
+            f"but the words themselves weigh more here.")  # fmt: skip
+
+
+def _other_sentence(cue: Cue) -> str:
+    name = {"prosody": "the voice", "face": "the face", "scene": "the scene"}.get(cue.modality.value, "it")
+    return f"In [{cue.id}] {name}: {cue.text.rstrip('.')}."
+
+
+def silver_explanation(evidence: Evidence, label: str, max_other: int = 2) -> str:
+    """A short explanation of ``label`` from ``evidence`` that cites only its cues (see the module docstring)."""
+    sentences = []
+    for cue in evidence.cues:
+        if cue.modality in (Modality.text, Modality.speech):
+            said = cue.text.strip().strip('"')
+            if said:
+                sentences.append(_words_sentence(cue, label, said))
+    others = [c for c in evidence.cues if c.modality in (Modality.prosody, Modality.face, Modality.scene)]
+    sentences += [_other_sentence(c) for c in others[:max_other]]
+    sentences += [_context_sentence(c, label) for c in evidence.cues if c.modality == Modality.context]
+    sentences.append(f"Therefore, the speaker's emotional state is {label}.")
+    return " ".join(sentences)

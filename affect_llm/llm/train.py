@@ -1,0 +1,410 @@
+"""Train the reasoner: a LoRA adapter on the LLM and the soft-prompt projector, jointly, on MELD.
+
+    affect-llm train reasoner --dataset meld --data-dir ../shared/data/meld --out adapters/reasoner-meld
+
+Examples are built exactly as the pipeline builds its prompts (:meth:`Pipeline.gather` with the utterance last
+and its earlier dialogue as context, text only): the evidence (the words as T1, the dialogue model's reading as
+D1), the earlier turns as text, and the context model's embedding of the utterance as the soft prompt. Two tasks
+share the adapter: the label prompt (target: the gold label, the word the label scorer reads) and, for a share of
+the examples, the explanation prompt told the gold label (target: a silver explanation, :mod:`.silver`, citing
+only cues in that example's evidence). A share of the examples drops D1 and the soft prompt, so the adapter also
+works without a dialogue model.
+
+Checkpoints (adapter, projector, optimizer, scheduler, RNG, step) go to ``OUT/checkpoint`` every
+``checkpoint_every`` steps; rerunning the same command resumes from there. Seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import Dialogue, dataset_labels, load_dataset
+from ..evidence import Evidence
+from ..types import Modality
+
+
+@dataclass
+class ReasonerTrainOptions:
+    dataset: str = "meld"
+    data_dir: str = "../shared/data/meld"
+    out: str = "adapters/reasoner-meld"
+    llm: str = "smollm2-135m"
+    context_model: str = "meld"
+    samples: int = 2000  # train utterances drawn (seeded, uniformly) from the train split
+    explain_share: float = 0.35  # share of them that also train the explanation
+    drop_context: float = 0.15  # share trained without D1 and the soft prompt
+    epochs: int = 1
+    batch: int = 8
+    lr: float = 4e-4
+    projector_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: float = 0.05
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    soft_tokens: int = 4
+    bf16: bool = True  # autocast to bfloat16 where the CPU computes it natively (or on CUDA)
+    load_4bit: bool = False  # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes; CUDA only)
+    max_minutes: float = 110.0
+    max_steps: int | None = None
+    checkpoint_every: int = 25
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class Example:
+    ids: list[int]  # prompt + target; -1..-k mark the soft positions
+    target_start: int  # first target position
+    embedding: np.ndarray | None  # the context embedding the projector reads (None: no soft prompt)
+    task: str  # "label" | "explain"
+    uid: str = ""
+
+
+def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=None, split: str = "train",
+                   n: int | None = None) -> list[Example]:  # fmt: skip
+    """Draw ``n`` (default ``opts.samples``) labelled utterances of ``split`` and turn them into examples for
+    ``lm`` (a :class:`~affect_llm.llm.hf.TransformersLM`: its tokenizer and chat template)."""
+    from ..config import PipelineConfig
+    from ..pipeline import Pipeline, _render_dialogue
+    from .reasoner import AdapterInfo, Reasoner
+    from .silver import silver_explanation
+    from .soft_prompt import split_slot
+
+    rng = random.Random(opts.seed)
+    dialogues = load_dataset(opts.dataset, split, opts.data_dir)
+    where = [(di, i) for di, d in enumerate(dialogues) for i, u in enumerate(d.utterances) if u.label]
+    picked = sorted(rng.sample(where, min(n or opts.samples, len(where))))
+    cfg = PipelineConfig.model_validate({"reasoner": {"labels": labels, "adapter": None},
+                                         "context": {"model": opts.context_model, "fusion": None}})  # fmt: skip
+    pipe = Pipeline(cfg)
+    info = AdapterInfo(Path(opts.out), opts.llm, opts.context_model, calibrate=False, seed_citation=False,
+                       labels=labels)  # fmt: skip
+    messages_of = Reasoner(cfg.reasoner, lm=lm, adapter=info)  # the prompts the trained adapter will be given
+    tokenizer = lm.tokenizer
+    placeholder = torch.zeros(opts.soft_tokens, 1)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = eos if isinstance(eos, int) and eos >= 0 else tokenizer.eos_token_id
+    out: list[Example] = []
+    for di, i in _progress(picked, console, f"building {split} examples"):
+        d = dialogues[di]
+        u = d.utterances[i]
+        prefix = Dialogue(id=d.id, utterances=d.utterances[:i])
+        evidence, got, _, dialogue = pipe.gather(text=u.text, context=prefix, speaker=u.speaker)
+        emb = got.context_embedding
+        if rng.random() < opts.drop_context:
+            evidence = Evidence.build([c for c in evidence.cues if c.modality != Modality.context], evidence.missing,
+                                      evidence.notes)  # fmt: skip
+            emb = None
+        soft = placeholder if emb is not None else None
+        ev_text = evidence.render()
+        tasks = [("label", messages_of.label_messages(ev_text, _render_dialogue(dialogue), soft is not None), "",
+                  u.label)]  # fmt: skip
+        if rng.random() < opts.explain_share:
+            msgs, start = messages_of.explain_messages(evidence, u.label, ev_text, soft is not None)
+            tasks.append(("explain", msgs, start, " " + silver_explanation(evidence, u.label)))
+        for task, msgs, start, target in tasks:
+            text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ids = split_slot(tokenizer, text, soft).ids
+            if start:
+                ids += tokenizer(start, add_special_tokens=False)["input_ids"]
+            tgt = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+            out.append(Example(ids + tgt, len(ids), emb, task, u.id))
+    return out
+
+
+def _progress(items, console, description):
+    from rich.progress import track
+
+    return track(items, description=description, console=console, transient=True) if console else items
+
+
+def _batches(examples: list[Example], batch: int, rng: random.Random) -> list[list[int]]:
+    """Indices in batches of similar length (little padding), the batches in random order."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), rng.random()))
+    groups = [order[s : s + batch] for s in range(0, len(order), batch)]
+    rng.shuffle(groups)
+    return groups
+
+
+def example_losses(model, projector, examples: list[Example]) -> torch.Tensor:
+    """Per-example mean token cross-entropy of the targets (so a one-word label counts as much as an explanation).
+    The LM head runs only at the target positions."""
+    from .soft_prompt import Prompt, prompt_embeddings
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embed = base.get_input_embeddings()
+    device = embed.weight.device
+    seqs = []
+    for ex in examples:
+        soft = None
+        if ex.embedding is not None:
+            soft = projector(torch.as_tensor(ex.embedding, dtype=torch.float32, device=device))
+        seqs.append(prompt_embeddings(embed, Prompt(ex.ids, soft)))
+    length = max(len(s) for s in seqs)
+    x = seqs[0].new_zeros(len(seqs), length, seqs[0].shape[-1])
+    mask = torch.zeros(len(seqs), length, dtype=torch.long, device=device)
+    for b, s in enumerate(seqs):
+        x[b, : len(s)] = s
+        mask[b, : len(s)] = 1
+    hidden = base.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    losses = []
+    for b, ex in enumerate(examples):
+        pos = torch.arange(ex.target_start - 1, len(ex.ids) - 1)  # the position before each target token
+        logits = base.lm_head(hidden[b, pos]).float()
+        losses.append(F.cross_entropy(logits, torch.tensor(ex.ids[ex.target_start :], device=device)))
+    return torch.stack(losses)
+
+
+def _state_path(out: str | Path) -> Path:
+    return Path(out) / "checkpoint"
+
+
+def train(opts: ReasonerTrainOptions, console=None) -> dict:
+    """Train, checkpoint, resume; save the adapter, projector, ``reasoner.json``, ``training.json`` in ``opts.out``."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from safetensors.torch import load_file
+
+    from .hf import TransformersLM, cpu_has_bf16
+    from .soft_prompt import ProjectorConfig, SoftPromptProjector, embedding_rms
+
+    console = console or Console(stderr=True)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    random.seed(opts.seed)
+    np.random.seed(opts.seed)
+    torch.manual_seed(opts.seed)
+    labels = dataset_labels(opts.dataset)
+    lm = TransformersLM(opts.llm, dtype="float32")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t_build = time.monotonic()
+    examples = build_examples(opts, lm, labels, console)
+    build_minutes = (time.monotonic() - t_build) / 60
+    d_ctx = next(len(e.embedding) for e in examples if e.embedding is not None)
+    lc = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+                    target_modules=opts.lora_targets, bias="none", task_type="CAUSAL_LM")  # fmt: skip
+    model = get_peft_model(_base_for_training(opts, lm, device), lc)
+    embed = model.get_base_model().get_input_embeddings()
+    projector = SoftPromptProjector(
+        ProjectorConfig(d_in=d_ctx, d_model=embed.embedding_dim, n_tokens=opts.soft_tokens), embedding_rms(embed)
+    ).to(device)
+    lora_params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": lora_params, "lr": opts.lr},
+                             {"params": list(projector.parameters()), "lr": opts.projector_lr}],
+                            weight_decay=opts.weight_decay)  # fmt: skip
+    rng = random.Random(opts.seed)
+    plan = [b for _ in range(opts.epochs) for b in _batches(examples, opts.batch, rng)]
+    total = len(plan) if opts.max_steps is None else min(opts.max_steps, len(plan))
+    warm = max(1, int(opts.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    use_bf16 = opts.bf16 and (torch.cuda.is_available() or cpu_has_bf16())
+    n_trainable = sum(p.numel() for p in lora_params) + sum(p.numel() for p in projector.parameters())
+
+    step, history, elapsed_before = 0, [], 0.0
+    ckpt = _state_path(opts.out)
+    if (ckpt / "state.pt").is_file():
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
+        projector.load_state_dict(load_file(str(ckpt / "projector.safetensors"), device=str(device)))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, history, elapsed_before = state["step"], state["history"], state["minutes"] * 60
+        torch.set_rng_state(state["torch_rng"])
+        console.print(f"resuming from {ckpt} at step {step}")
+    n_label = sum(e.task == "label" for e in examples)
+    console.print(f"[bold]train reasoner[/]: {len(examples)} examples ({n_label} label, {len(examples) - n_label} "
+                  f"explanation) from {opts.samples} {opts.dataset} train utterances; {n_trainable:,} trainable "
+                  f"parameters; {total} steps of {opts.batch}; bf16 autocast {'on' if use_bf16 else 'off'}")  # fmt: skip
+
+    def save_checkpoint(minutes: float) -> None:
+        from safetensors.torch import save_file
+
+        ckpt.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(ckpt))
+        save_file({k: v.contiguous() for k, v in projector.state_dict().items()}, str(ckpt / "projector.safetensors"))
+        tmp = ckpt / "state.pt.tmp"
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "history": history,
+                    "minutes": minutes, "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
+        tmp.replace(ckpt / "state.pt")
+
+    t0 = time.monotonic() - elapsed_before
+    stopped = "done"
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    model.train()
+    projector.train()
+    run = {"label": [], "explain": []}
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task("steps", total=total, completed=step, info="")
+        while step < total:
+            batch = [examples[i] for i in plan[step]]
+            with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                losses = example_losses(model, projector, batch)
+            loss = losses.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*lora_params, *projector.parameters()], 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            for ex, v in zip(batch, losses.detach().tolist()):
+                run[ex.task].append(v)
+            if step % 10 == 0 or step == total:
+                rec = {"step": step, "minutes": round((time.monotonic() - t0) / 60, 2),
+                       **{f"{k}_loss": round(float(np.mean(v)), 4) for k, v in run.items() if v}}  # fmt: skip
+                history.append(rec)
+                run = {"label": [], "explain": []}
+                bar.update(task, info=" ".join(f"{k} {v}" for k, v in rec.items() if k.endswith("loss")))
+            bar.update(task, completed=step)
+            if step % opts.checkpoint_every == 0 and step < total:
+                save_checkpoint((time.monotonic() - t0) / 60)
+            if time.monotonic() - t0 > opts.max_minutes * 60:
+                stopped = "time budget"
+                break
+    minutes = (time.monotonic() - t0) / 60
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    from ..context.model import _tidy_peft_folder
+
+    _tidy_peft_folder(out, opts.llm)
+    projector.save(out)
+    from .. import models
+
+    base_sha = next((a.sha256 for a in models.get(opts.llm).assets), None) if _registered(opts.llm) else None
+    meta = {"base": opts.llm, "base_sha256": base_sha, "context_model": opts.context_model, "labels": labels,
+            "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens}  # fmt: skip
+    (out / "reasoner.json").write_text(json.dumps(meta, indent=2) + "\n")
+    record = {"options": asdict(opts), "examples": len(examples), "label_examples": n_label, "steps": step,
+              "stopped": stopped, "minutes": round(minutes, 2), "build_minutes": round(build_minutes, 2),
+              "trainable_parameters": n_trainable, "bf16": use_bf16, "history": history,
+              "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}}  # fmt: skip
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: the checkpoint has served its purpose
+    write_card(out)
+    return record
+
+
+def write_card(folder: str | Path) -> Path:
+    """``README.md`` beside the adapter, from ``reasoner.json``, ``training.json`` and (when measured)
+    ``eval.json`` (scripts/eval_reasoner.py)."""
+    folder = Path(folder)
+    meta = json.loads((folder / "reasoner.json").read_text())
+    rec = json.loads((folder / "training.json").read_text())
+    o = rec["options"]
+    ev_path = folder / "eval.json"
+    if ev_path.is_file():
+        ev = json.loads(ev_path.read_text())
+        rows = "\n".join(
+            f"| {name} | {r['weighted_f1']:.2f} | {r['accuracy']:.2f} | {r['explanations_parse_and_cite']:.1f} | "
+            f"{r['cited_ids_exist']:.1f} | {r['ids_cited_per_explanation']} |"
+            for name, r in ev["reasoners"].items()
+        )
+        measured = f"""Measured on {ev["dataset"].upper()} {ev["split"]} by `scripts/eval_reasoner.py` (each utterance as the pipeline
+sees it: text, earlier dialogue, D1 and the soft prompt; labels from the LLM's own label scores, no fusion; n =
+{ev["n"]}; explanations generated for the gold label on a seeded sample of {ev["explained"]}):
+
+| reasoner | label weighted-F1 | accuracy | explanations that parse and cite an existing cue (%) | cited ids that exist (%) | ids cited per explanation |
+|---|---|---|---|---|---|
+{rows}
+
+"Base" is SmolLM2-135M-Instruct zero-shot with contextual calibration (the base model's explanations are seeded
+with the first cue id, so they cite by construction); "tuned" is this adapter, uncalibrated, unseeded."""
+    else:
+        measured = "Not measured yet: run `scripts/eval_reasoner.py --out FOLDER/eval.json`."
+    hist = rec["history"][-1] if rec["history"] else {}
+    shown = folder.as_posix() if not folder.is_absolute() else f"adapters/{folder.name}"
+    text = f"""# {folder.name}: LoRA adapter + soft-prompt projector for the reasoning LLM
+
+The reasoner's LoRA adapter (peft) for **{meta["base"]}** (SmolLM2-135M-Instruct, registry `{meta["base"]}`,
+GGUF sha256 `{meta["base_sha256"]}`), trained jointly with a projector that maps the `{meta["context_model"]}`
+context model's utterance embedding (Broad Mamba `[Z | H]`) to {meta["soft_tokens"]} soft-prompt vectors spliced
+into the prompt (`Conversation context (embedded): …`). Loaded by default (`--adapter auto`) when the LLM is its
+base; `--adapter none` gives the base model; `--adapter PATH` any adapter folder of this layout
+(`adapter_config.json`, `adapter_model.safetensors`, `projector.json`, `projector.safetensors`, `reasoner.json`).
+
+**Tasks.** Label: the label prompt the pipeline scores (target: the gold label word). Explanation: the
+explanation prompt told the gold label (target: a silver explanation, `affect_llm/llm/silver.py`, that cites only
+cues in that example's own evidence — the words [T1], the dialogue model's reading [D1] — in the style of EMER's
+gold reasons, "Therefore, the speaker's emotional state is …"). EMER's own reasons are not trained on: they
+describe video and audio this data has no cues for, and would teach citing what is not there.
+
+**Data.** {rec["options"]["dataset"].upper()} train: a seeded uniform sample of {o["samples"]} of its 9,989
+utterances (a subsample to fit the CPU budget), each with its earlier dialogue as context, as the pipeline builds
+it; {rec["label_examples"]} label and {rec["examples"] - rec["label_examples"]} explanation examples;
+{o["drop_context"]:.0%} of them without D1 and the soft prompt (so the adapter works without a dialogue model).
+Caveat: the context model was trained on the same train split, so its D1 and embedding are more reliable on
+these examples than on new data.
+
+**Run.** LoRA r={o["lora_r"]}, alpha={o["lora_alpha"]}, dropout {o["lora_dropout"]} on {", ".join(o["lora_targets"])};
+projector LayerNorm → MLP → {o["soft_tokens"]}×{json.loads((folder / "projector.json").read_text())["d_model"]}; {rec["trainable_parameters"]:,} trainable parameters. AdamW
+(LoRA lr {o["lr"]}, projector lr {o["projector_lr"]}), {o["batch"]} examples per step (per-example mean token loss, so
+a one-word label weighs as much as an explanation), linear warm-up {o["warmup"]:.0%} and decay, clipping 1.0,
+bf16 autocast {"on" if rec["bf16"] else "off"}, seed {o["seed"]}. {rec["steps"]} steps in {rec["minutes"]:.1f} min
+(stopped: {rec["stopped"]}) + {rec["build_minutes"]:.1f} min building examples, on {rec["machine"]["threads"]} CPU
+threads ({rec["machine"]["cpu"]}, torch {rec["machine"]["torch"]}). Last logged losses: label
+{hist.get("label_loss")}, explanation {hist.get("explain_loss")}.
+
+{measured}
+
+**Reproduce.**
+
+```
+affect-llm train reasoner --dataset {o["dataset"]} --data-dir DIR --out {shown} \\
+    --samples {o["samples"]} --explain-share {o["explain_share"]} --batch {o["batch"]} --lr {o["lr"]} \\
+    --projector-lr {o["projector_lr"]} --lora-r {o["lora_r"]} --soft-tokens {o["soft_tokens"]} \\
+    --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --threads {o["threads"] or 0}
+python scripts/eval_reasoner.py --data-dir DIR --out {shown}/eval.json
+```
+
+Interrupted runs resume from `OUT/checkpoint` when the same command is run again. `training.json` holds the
+loss history. Limits: English TV dialogue (Friends), text only (MELD's video is not here); the silver
+explanations are template-shaped, and so are the tuned model's.
+"""
+    path = folder / "README.md"
+    path.write_text(text)
+    return path
+
+
+def _base_for_training(opts: ReasonerTrainOptions, lm, device):
+    """The frozen base on ``device``; with ``load_4bit``, reloaded in 4-bit NF4 through bitsandbytes (CUDA only)."""
+    if not opts.load_4bit:
+        return lm.model.to(device)
+    if device.type != "cuda":
+        raise RuntimeError("4-bit loading (bitsandbytes) needs a CUDA GPU; train in float32/bf16 on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RuntimeError("4-bit loading needs bitsandbytes: pip install bitsandbytes") from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(lm.location, quantization_config=q, device_map={"": 0})
+    return prepare_model_for_kbit_training(model)
+
+
+def _registered(name: str) -> bool:
+    from .. import models
+
+    try:
+        models.get(name)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,60 @@
+"""Silver explanations cite only the cues of their own example and say only what those cues show."""
+
+import random
+
+import pytest
+
+from affect_llm.config import MELD_LABELS
+from affect_llm.evidence import Evidence, cited_ids
+from affect_llm.llm.silver import emotion_words, silver_explanation
+from affect_llm.types import Cue, Modality
+
+
+def _text_evidence(text, context=None):
+    cues = [Cue(id="T1", modality=Modality.text, text=f'"{text}"')]
+    if context is not None:
+        cues.append(Cue(id="D1", modality=Modality.context, value=context, text="context model ..."))
+    return Evidence.build(cues)
+
+
+def test_cites_exactly_the_cues_present():
+    rng = random.Random(0)
+    for _ in range(50):
+        label = rng.choice(MELD_LABELS)
+        ctx = {lab: rng.random() for lab in MELD_LABELS} if rng.random() < 0.5 else None
+        ev = _text_evidence(rng.choice(["Oh my God, I love it!", "What?", "Fine.", "I hate this. Get out!"]), ctx)
+        text = silver_explanation(ev, label)
+        assert set(cited_ids(text)) == set(ev.ids)
+        assert text.endswith(f"the speaker's emotional state is {label}.")
+
+
+def test_media_evidence_and_the_dialogue_disagreeing():
+    ev = Evidence.build([
+        Cue(id="S1", modality=Modality.speech, start=0.0, end=2.0, text='"Get out of my house!"'),
+        Cue(id="P1", modality=Modality.prosody, start=0.0, end=2.0, text="loud, high pitch for this speaker"),
+        Cue(id="F1", modality=Modality.face, start=0.0, end=2.0, text="main face: AU4 brow lowerer 2.1"),
+        Cue(id="D1", modality=Modality.context, value={"anger": 0.2, "neutral": 0.7}, text="..."),
+    ])  # fmt: skip
+    text = silver_explanation(ev, "anger")
+    assert cited_ids(text) == ["S1", "P1", "F1", "D1"]
+    assert '"get out" sounds irritated' in text and "the voice: loud" in text and "AU4" in text
+    assert "leans to neutral (0.70), but the words themselves weigh more" in text
+    assert "the speaker says" in text  # speech, not text
+
+
+def test_emotion_words_match_whole_words_only():
+    assert emotion_words("Whatever, I hate that!", "anger") == ["hate"]
+    assert emotion_words("That's chatty", "anger") == []
+    assert emotion_words("Oh no, I'm scared", "fear") == ["oh no", "scared"]
+    assert emotion_words("I love it", "sadness") == []  # only the given label's words
+
+
+def test_long_utterances_are_quoted_short():
+    text = silver_explanation(_text_evidence(" ".join(["word"] * 40)), "neutral")
+    assert '"' + " ".join(["word"] * 14) + ' ..."' in text
+    assert "matter-of-fact" in text
+
+
+@pytest.mark.parametrize("label", MELD_LABELS)
+def test_every_label_has_a_description(label):
+    assert "fits" not in silver_explanation(_text_evidence("Okay then."), label)
