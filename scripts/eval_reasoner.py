@@ -35,17 +35,21 @@ def main() -> None:
     ap.add_argument("--adapter", default="auto", help="the tuned adapter (default: the shipped one)")
     ap.add_argument("--limit", type=int, default=None, help="first N labelled utterances (default all)")
     ap.add_argument("--explain", type=int, default=100, help="explanations generated per reasoner (a seeded sample)")
-    ap.add_argument("--out", default=None, help="also write the figures as JSON here")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON here (entries of reasoners not run "
+                    "this time are kept from an existing file)")
+    ap.add_argument("--reasoners", default="base,tuned", help="which to run: base, tuned or both")
     args = ap.parse_args()
 
     labels = dataset_labels(args.dataset)
     pipe = Pipeline(PipelineConfig.model_validate({"reasoner": {"labels": labels},
                                                    "context": {"model": args.dataset, "fusion": None}}))  # fmt: skip
-    reasoners = {
-        "base": Reasoner(ReasonerOptions(labels=labels, adapter=None)),
-        "tuned": Reasoner(ReasonerOptions(labels=labels, adapter=args.adapter)),
-    }
-    assert reasoners["tuned"].adapter is not None, "no tuned adapter found"
+    which = args.reasoners.split(",")
+    reasoners = {}
+    if "base" in which:
+        reasoners["base"] = Reasoner(ReasonerOptions(labels=labels, adapter=None))
+    if "tuned" in which:
+        reasoners["tuned"] = Reasoner(ReasonerOptions(labels=labels, adapter=args.adapter))
+        assert reasoners["tuned"].adapter is not None, "no tuned adapter found"
     dialogues = load_dataset(args.dataset, args.split, args.data_dir)
     items = [(d, i) for d in dialogues for i, u in enumerate(d.utterances) if u.label][: args.limit]
     explain_idx = set(random.Random(0).sample(range(len(items)), min(args.explain, len(items))))
@@ -74,7 +78,7 @@ def main() -> None:
         opening = [x["text"].startswith(f"The speaker feels {x['label']}.") for x in e]
         cited_total = sum(len(x["cited"]) + len(x["unknown"]) for x in e)
         report["reasoners"][name] = {
-            "adapter": str(reasoners[name].adapter.path) if reasoners[name].adapter else None,
+            "adapter": _shown(reasoners[name].adapter.path) if reasoners[name].adapter else None,
             "weighted_f1": round(100 * weighted_f1(gold, preds[name], labels), 2),
             "accuracy": round(100 * accuracy(gold, preds[name]), 2),
             "predicted": {lab: preds[name].count(lab) for lab in labels},
@@ -94,12 +98,25 @@ def main() -> None:
         for x in r["examples"][:2]:
             print(f"       [{x['label']}] {x['text']}")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        adapter = reasoners["tuned"].adapter.path
-        if Path(args.out).resolve().parent == adapter.resolve():
+        out = Path(args.out)
+        if out.is_file():
+            before = json.loads(out.read_text())
+            if (before.get("dataset"), before.get("split"), before.get("n")) == (args.dataset, args.split, len(gold)):
+                report["reasoners"] = {**before["reasoners"], **report["reasoners"]}
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        adapter = reasoners["tuned"].adapter.path if "tuned" in reasoners else None
+        if adapter is not None and out.resolve().parent == adapter.resolve():
             from affect_llm.llm.train import write_card
 
             print(f"model card: {write_card(adapter)}")
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is inside it (reports travel between machines)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

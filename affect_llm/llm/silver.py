@@ -42,7 +42,7 @@ _DESCRIBE = {
     "disgust": "the wording shows distaste",
     "fear": "the wording is uneasy",
 }
-_QUOTE_WORDS = 14
+_QUOTE_WORDS = 8
 
 
 def emotion_words(text: str, label: str) -> list[str]:
@@ -106,14 +106,19 @@ def _other_sentence(cue: Cue) -> str:
     return f"In [{cue.id}] {name}: {cue.text.rstrip('.')}."
 
 
-def silver_explanation(evidence: Evidence, label: str, max_other: int = 2) -> str:
+def _said(cue: Cue) -> str:
+    """The words of a T- or S-cue (its quoted text, without the recogniser's confidence)."""
+    m = re.match(r'\s*"(.*)"', cue.text, re.S)
+    return (m.group(1) if m else cue.text).strip()
+
+
+def silver_explanation(evidence: Evidence, label: str, max_other: int = 2, max_spoken: int = 2) -> str:
     """A short explanation of ``label`` from ``evidence`` that cites only its cues (see the module docstring)."""
     sentences = []
-    for cue in evidence.cues:
-        if cue.modality in (Modality.text, Modality.speech):
-            said = cue.text.strip().strip('"')
-            if said:
-                sentences.append(_words_sentence(cue, label, said))
+    spoken = [c for c in evidence.cues if c.modality in (Modality.text, Modality.speech) and _said(c)]
+    with_words = [c for c in spoken if emotion_words(_said(c), label)]
+    for cue in (with_words or spoken)[:max_spoken]:
+        sentences.append(_words_sentence(cue, label, _said(cue)))
     others = [c for c in evidence.cues if c.modality in (Modality.prosody, Modality.face, Modality.scene)]
     sentences += [_other_sentence(c) for c in others[:max_other]]
     sentences += [_context_sentence(c, label) for c in evidence.cues if c.modality == Modality.context]

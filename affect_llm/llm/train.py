@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import platform
 import random
 import time
@@ -43,6 +44,7 @@ class ReasonerTrainOptions:
     samples: int = 2000  # train utterances drawn (seeded, uniformly) from the train split
     explain_share: float = 0.35  # share of them that also train the explanation
     drop_context: float = 0.15  # share trained without D1 and the soft prompt
+    speech_share: float = 0.4  # share whose words come as speech cues (S1, S2 … with times), as from a clip
     epochs: int = 1
     batch: int = 8
     lr: float = 4e-4
@@ -103,6 +105,8 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
         prefix = Dialogue(id=d.id, utterances=d.utterances[:i])
         evidence, got, _, dialogue = pipe.gather(text=u.text, context=prefix, speaker=u.speaker)
         emb = got.context_embedding
+        if rng.random() < opts.speech_share:
+            evidence = as_speech(evidence, u)
         if rng.random() < opts.drop_context:
             evidence = Evidence.build([c for c in evidence.cues if c.modality != Modality.context], evidence.missing,
                                       evidence.notes)  # fmt: skip
@@ -122,6 +126,41 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
             tgt = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
             out.append(Example(ids + tgt, len(ids), emb, task, u.id))
     return out
+
+
+def as_speech(evidence: Evidence, u) -> Evidence:
+    """The same example as a clip's evidence: the words as S-cues, one per sentence, over the utterance's own
+    duration (MELD's start/end times; ~2.5 words/s without them), in place of the T-cue. MELD's words are
+    transcripts, not ASR output, so the cues carry no recogniser confidence."""
+    from ..cues.speech import speech_cues
+    from ..types import Segment, Transcript
+
+    said = next((c.text.strip('"') for c in evidence.cues if c.modality == Modality.text), "")
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+", said) if x.strip()] or [said]
+    words = [len(x.split()) for x in sentences]
+    duration = _duration(u.start, u.end) or max(1.0, sum(words) / 2.5)
+    segments, t = [], 0.0
+    for text, n in zip(sentences, words):
+        end = t + duration * n / max(1, sum(words))
+        segments.append(Segment(start=round(t, 2), end=round(end, 2), text=text))
+        t = end
+    cues = speech_cues(Transcript(text=said, segments=segments))
+    others = [c for c in evidence.cues if c.modality != Modality.text]
+    return Evidence.build([*cues, *others], evidence.missing, evidence.notes)
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    """Seconds between two MELD times ('0:16:16,059'), or None."""
+
+    def sec(x: str) -> float:
+        h, m, rest = x.strip().split(":")
+        return 3600 * int(h) + 60 * int(m) + float(rest.replace(",", "."))
+
+    try:
+        d = sec(end) - sec(start)  # type: ignore[arg-type]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return d if 0.2 < d < 60 else None
 
 
 def _progress(items, console, description):
@@ -348,7 +387,11 @@ describe video and audio this data has no cues for, and would teach citing what 
 **Data.** {rec["options"]["dataset"].upper()} train: a seeded uniform sample of {o["samples"]} of its 9,989
 utterances (a subsample to fit the CPU budget), each with its earlier dialogue as context, as the pipeline builds
 it; {rec["label_examples"]} label and {rec["examples"] - rec["label_examples"]} explanation examples;
-{o["drop_context"]:.0%} of them without D1 and the soft prompt (so the adapter works without a dialogue model).
+{o["drop_context"]:.0%} of them without D1 and the soft prompt (so the adapter works without a dialogue model), and
+{o.get("speech_share", 0):.0%} with the words as a clip's speech cues (`S1`, `S2` … one per sentence over the utterance's own
+duration, as the pipeline gives them for media; no recogniser confidence, since MELD's words are transcripts)
+instead of the text cue `T1`. No voice, face or scene cues are in the data (MELD's video is not here): for those
+the adapter has only the instruction to go on.
 Caveat: the context model was trained on the same train split, so its D1 and embedding are more reliable on
 these examples than on new data.
 

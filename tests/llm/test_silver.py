@@ -30,7 +30,7 @@ def test_cites_exactly_the_cues_present():
 
 def test_media_evidence_and_the_dialogue_disagreeing():
     ev = Evidence.build([
-        Cue(id="S1", modality=Modality.speech, start=0.0, end=2.0, text='"Get out of my house!"'),
+        Cue(id="S1", modality=Modality.speech, start=0.0, end=2.0, text='"Get out of my house!" (ASR confidence 0.9)'),
         Cue(id="P1", modality=Modality.prosody, start=0.0, end=2.0, text="loud, high pitch for this speaker"),
         Cue(id="F1", modality=Modality.face, start=0.0, end=2.0, text="main face: AU4 brow lowerer 2.1"),
         Cue(id="D1", modality=Modality.context, value={"anger": 0.2, "neutral": 0.7}, text="..."),
@@ -39,7 +39,7 @@ def test_media_evidence_and_the_dialogue_disagreeing():
     assert cited_ids(text) == ["S1", "P1", "F1", "D1"]
     assert '"get out" sounds irritated' in text and "the voice: loud" in text and "AU4" in text
     assert "leans to neutral (0.70), but the words themselves weigh more" in text
-    assert "the speaker says" in text  # speech, not text
+    assert 'the speaker says "Get out of my house!", an exclamation' in text  # speech: the words, no confidence
 
 
 def test_emotion_words_match_whole_words_only():
@@ -51,10 +51,20 @@ def test_emotion_words_match_whole_words_only():
 
 def test_long_utterances_are_quoted_short():
     text = silver_explanation(_text_evidence(" ".join(["word"] * 40)), "neutral")
-    assert '"' + " ".join(["word"] * 14) + ' ..."' in text
+    assert '"' + " ".join(["word"] * 8) + ' ..."' in text
     assert "matter-of-fact" in text
 
 
 @pytest.mark.parametrize("label", MELD_LABELS)
 def test_every_label_has_a_description(label):
     assert "fits" not in silver_explanation(_text_evidence("Okay then."), label)
+
+
+def test_spoken_cues_with_emotion_words_are_cited_first():
+    ev = Evidence.build([
+        Cue(id="S1", modality=Modality.speech, start=0.0, end=1.0, text='"Well."'),
+        Cue(id="S2", modality=Modality.speech, start=1.0, end=2.0, text='"I hate this."'),
+        Cue(id="S3", modality=Modality.speech, start=2.0, end=3.0, text='"Okay."'),
+    ])  # fmt: skip
+    assert cited_ids(silver_explanation(ev, "anger")) == ["S2"]
+    assert cited_ids(silver_explanation(ev, "neutral")) == ["S1", "S2"]  # no words for it: the first two
