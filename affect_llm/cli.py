@@ -29,6 +29,8 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, p
 app.add_typer(models_app, name="models")
 train_app = typer.Typer(no_args_is_help=True, help="Train the models that ship in adapters/.")
 app.add_typer(train_app, name="train")
+eval_app = typer.Typer(help="Evaluate on a dataset (metrics.json, predictions.jsonl, reports), or compare two runs.")
+app.add_typer(eval_app, name="eval")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -334,6 +336,127 @@ def train_fusion(
             out.print(f"{name:>22}: weighted-F1 {sc['weighted_f1']:6.2f}  accuracy {sc['accuracy']:6.2f}  "
                       f"ECE {sc['ece']:.4f}  (n={sc['n']})")  # fmt: skip
         out.print(f"saved to {opts.out}")
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_run(
+    ctx: typer.Context,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="meld | emorynlp | emer-v1 | emer-v2 | ov-merd | jsonl"),
+    split: Optional[str] = typer.Option(None, "--split", help="MELD/EmoryNLP split: train | dev | test (default dev)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the dataset's files (jsonl: the file)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/DATASET-SPLIT); rerun resumes"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N items"),
+    media_dir: Optional[Path] = typer.Option(None, "--media-dir", help="the dataset's clips (MELD: dia{D}_utt{U}.mp4)"),
+    predictions: Optional[Path] = typer.Option(
+        None, "--predictions", help="score this file of predictions (JSONL or CSV) instead of running a model"
+    ),
+    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
+    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    modalities: Optional[str] = typer.Option(
+        None, "--modalities", help="comma-separated subset of speech,prosody,face,scene,text,context (default all)"
+    ),
+    no_explain: bool = typer.Option(False, "--no-explain", help="labels only (no explanations: faster)"),
+    explain_sample: Optional[int] = typer.Option(
+        None, "--explain-sample", help="explain only a seeded sample of N items (the rest: labels only)"
+    ),
+    context_model: Optional[str] = typer.Option(
+        None, "--context-model", help="meld | emorynlp | a folder | none (default: the dataset's own when shipped)"
+    ),
+    fusion: str = typer.Option("auto", "--fusion", help="auto | meld | emorynlp | a JSON file | none"),
+    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights for scene label matching"),
+    wheels: Optional[Path] = typer.Option(
+        None, "--emotion-wheels", help="folder of MER emotion-wheel files (wheel1..5.xlsx, synonym.xlsx, format.csv); "
+        "default: $AFFECT_LLM_WHEELS, else the built-in taxonomy"
+    ),
+    no_embed: bool = typer.Option(False, "--no-embedding-metrics", help="skip the metrics that load MiniLM"),
+) -> None:
+    """Run the pipeline over a dataset and score it: RUN_DIR/metrics.json, predictions.jsonl, report.md/.html.
+    `affect-llm eval compare RUN_A RUN_B` prints the differences of two runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        from .config import PipelineConfig
+        from .data import DATASETS, dataset_labels
+        from .errors import InputError
+        from .evaluation import evaluate
+        from .evaluation.report import tables
+
+        if dataset is None or data_dir is None:
+            raise InputError("give --dataset and --data-dir (or: affect-llm eval compare RUN_A RUN_B)")
+        name = dataset.lower()
+        split = split or ("dev" if name in DATASETS else None)
+        cm = context_model or (name if name in DATASETS else "meld")
+        cfg = None
+        if predictions is None:
+            cfg = PipelineConfig.model_validate({
+                "scene": {"model": clip},
+                "context": {"model": None if cm.lower() == "none" else cm,
+                            "fusion": None if fusion.lower() == "none" else fusion},
+                "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter,
+                             **({"labels": dataset_labels(name)} if name in DATASETS else {})},
+                "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
+            })  # fmt: skip
+        run_dir = out_dir or Path("runs") / (f"{name}-{split}" if split else name)
+        m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
+                     explain=not no_explain, explain_sample=explain_sample, predictions=predictions, wheels=wheels,
+                     embed=not no_embed)  # fmt: skip
+        from rich.table import Table
+
+        for title, header, rows in tables(m):
+            if title.startswith(("Per class", "Confusion")):
+                continue
+            t = Table(title=title, title_justify="left")
+            for h in header:
+                t.add_column(h)
+            for r in rows:
+                t.add_row(*r)
+            out.print(t)
+        if "run" in m:
+            r = m["run"]
+            out.print(f"{r['items_this_call']} items run ({r['resumed_past']} already done), {r['errors_this_call']} "
+                      f"errors, {r['seconds_this_call']} s, {r['items_per_second']} items/s")  # fmt: skip
+        out.print(f"run folder: {run_dir} (metrics.json, predictions.jsonl, report.md, report.html)")
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Path = typer.Argument(..., help="a run folder (or its metrics.json)"),
+    run_b: Path = typer.Argument(..., help="another run folder"),
+    all_rows: bool = typer.Option(False, "--all", help="also per-class and per-wheel rows"),
+) -> None:
+    """Print every metric of two runs side by side with the difference B − A."""
+    try:
+        from rich.table import Table
+
+        from .errors import InputError
+        from .evaluation.report import compare
+
+        def load(p: Path) -> dict:
+            f = p / "metrics.json" if p.is_dir() else p
+            if not f.is_file():
+                raise InputError(f"{p}: no metrics.json (not a run folder)")
+            return json.loads(f.read_text())
+
+        a, b = load(run_a), load(run_b)
+        t = Table(title=f"A = {run_a}   B = {run_b}", title_justify="left")
+        for h in ("metric", "A", "B", "B − A"):
+            t.add_column(h, justify="left" if h == "metric" else "right")
+        for key, va, vb, d in compare(a, b):
+            if not all_rows and any(x in key for x in ("per_class", "per_wheel", "support", "predicted.", "timings",
+                                                       "unknown_ids", "run.", "other_predictions")):  # fmt: skip
+                continue
+            fmt = lambda v: "–" if v is None else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"  # noqa: E731
+            colour = "" if d is None or abs(d) < 1e-12 else "green" if d > 0 else "red"
+            t.add_row(key, fmt(va), fmt(vb), f"[{colour}]{fmt(d)}[/]" if colour else fmt(d))
+        out.print(t)
     except typer.Exit:
         raise
     except Exception as e:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .types import Modality
 
 MELD_LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 
@@ -109,3 +111,17 @@ class PipelineConfig(BaseModel):
     scene: SceneOptions = Field(default_factory=SceneOptions)
     reasoner: ReasonerOptions = Field(default_factory=ReasonerOptions)
     context: ContextOptions = Field(default_factory=ContextOptions)
+    modalities: Optional[list[Modality]] = Field(
+        None,
+        description="use only these modalities' cues and distributions (None = all); face tracking and the "
+        "context model do not run when left out, the others' cues are dropped after extraction",
+    )
+
+    @model_validator(mode="after")
+    def _skip_left_out(self) -> "PipelineConfig":
+        if self.modalities is not None:
+            if Modality.face not in self.modalities:
+                self.face.enabled = False
+            if Modality.scene not in self.modalities:
+                self.scene.model = None
+        return self

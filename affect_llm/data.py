@@ -35,6 +35,7 @@ class Utterance:
     start: str | None = None
     end: str | None = None
     index: int = 0  # position in the source's own numbering (MELD/EmoryNLP Utterance_ID)
+    sentiment: str | None = None  # MELD's own per-utterance sentiment annotation (positive, negative, neutral)
 
 
 @dataclass
@@ -114,7 +115,8 @@ def _group(rows, key, speaker, prefix, uid, labels) -> list[Dialogue]:
         d.utterances.append(Utterance(speaker=speaker(r), text=normalize(r["Utterance"]), label=label, id=uid(r),
                                       start=r.get("StartTime") or r.get("Start_Time"),
                                       end=r.get("EndTime") or r.get("End_Time"),
-                                      index=int(r["Utterance_ID"]) if r.get("Utterance_ID", "").isdigit() else 0))  # fmt: skip
+                                      index=int(r["Utterance_ID"]) if r.get("Utterance_ID", "").isdigit() else 0,
+                                      sentiment=(r.get("Sentiment") or "").strip().lower() or None))  # fmt: skip
     for d in out.values():  # the files are in order already; make sure of it (Utterance_ID is numeric in both)
         d.utterances.sort(key=lambda u: u.index)
     return list(out.values())

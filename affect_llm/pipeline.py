@@ -164,7 +164,7 @@ class Pipeline:
     ) -> Cue | str | None:
         """Run the context model over the dialogue with the analysed utterance last: cue D1 (its distribution goes
         into ``got``), a note saying why it did not run, or None when it is switched off."""
-        if self.config.context.model is None:
+        if self.config.context.model is None or not self._uses(Modality.context):
             return None
         if not said.strip():
             return "dialogue context model skipped: no words to place in the dialogue"
@@ -354,7 +354,24 @@ class Pipeline:
             evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
         elif ctx:
             evidence.notes.append(ctx)
+        if self.config.modalities is not None:
+            evidence = self._only_chosen(evidence, got)
         return evidence, got, info, dialogue
+
+    def _uses(self, modality: Modality) -> bool:
+        return self.config.modalities is None or modality in self.config.modalities
+
+    def _only_chosen(self, evidence: Evidence, got: Gathered) -> Evidence:
+        """Drop the cues and distributions of the modalities left out of ``config.modalities``."""
+        keep = [c for c in evidence.cues if self._uses(c.modality)]
+        dropped = sorted({c.modality.value for c in evidence.cues} - {c.modality.value for c in keep})
+        for name in list(got.distributions):
+            if name in ("face", "scene", "context") and not self._uses(Modality(name)):
+                del got.distributions[name]
+        notes = list(evidence.notes)
+        if dropped:
+            notes.append("left out by the modality selection: " + ", ".join(dropped))
+        return Evidence.build(keep, evidence.missing, notes)
 
     def analyze(
         self,

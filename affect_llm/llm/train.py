@@ -17,10 +17,9 @@ Checkpoints (adapter, projector, optimizer, scheduler, RNG, step) go to ``OUT/ch
 from __future__ import annotations
 
 import json
-import math
-import re
 import platform
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -214,7 +213,14 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     """Train, checkpoint, resume; save the adapter, projector, ``reasoner.json``, ``training.json`` in ``opts.out``."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from safetensors.torch import load_file
 
     from .hf import TransformersLM, cpu_has_bf16

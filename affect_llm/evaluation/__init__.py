@@ -1,0 +1,119 @@
+"""Evaluation runs: ``affect-llm eval`` runs the pipeline over a dataset (or reads a predictions file), scores it
+with the metrics of :mod:`affect_llm.metrics`, and writes a run folder::
+
+    RUN_DIR/run.json           settings, start time, code version, machine
+    RUN_DIR/predictions.jsonl  one record per item (label, probabilities, explanation, cues, timings, error)
+    RUN_DIR/metrics.json       every metric the dataset allows (:func:`score.score`)
+    RUN_DIR/report.md, report.html
+
+    >>> from affect_llm.evaluation import evaluate
+    >>> metrics = evaluate("meld", "../shared/data/meld", "runs/meld-dev", split="dev", limit=100)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from .datasets import EVAL_DATASETS, EvalItem, EvalSet, load_eval_set
+from .predictions import Prediction, read_jsonl_records, read_predictions
+from .runner import PREDICTIONS, RunSummary, analyze_item, prepare_run_dir, run_items
+from .score import score
+
+__all__ = [
+    "EVAL_DATASETS", "EvalItem", "EvalSet", "Prediction", "RunSummary", "evaluate", "load_eval_set",
+    "read_predictions", "score", "score_run",
+]  # fmt: skip
+
+EXAMPLES = 12
+
+
+def evaluate(
+    dataset: str,
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    media_dir: str | Path | None = None,
+    config=None,
+    explain: bool = True,
+    explain_sample: int | None = None,
+    predictions: str | Path | None = None,
+    wheels: str | Path | None = None,
+    embed: bool = True,
+    progress: bool = True,
+    pipeline=None,
+) -> dict[str, Any]:
+    """Run (or, with ``predictions``, just score) an evaluation into ``out``; returns the metrics.
+
+    ``config``: a :class:`~affect_llm.config.PipelineConfig` (default: the shipped models; for MELD and
+    EmoryNLP their labels and their own context model and fusion); ``wheels``: a folder of MER emotion-wheel files (default: :func:`affect_llm.metrics.wheel.default_wheels`).
+    ``explain_sample``: explain only a seeded sample of that many items (the rest get labels only), for the
+    explanation metrics of a large set at a fraction of the time.
+    Rerunning with the same ``out`` resumes: items already in ``predictions.jsonl`` are not run again."""
+    from ..metrics.wheel import default_wheels
+
+    out = Path(out)
+    es = load_eval_set(dataset, data_dir, split, media_dir=media_dir, limit=limit)
+    wheel_set = default_wheels(wheels)
+    if predictions is not None:
+        preds = read_predictions(predictions)
+        settings = {"dataset": es.name, "split": es.split, "data_dir": str(data_dir), "limit": limit,
+                    "predictions": str(predictions)}  # fmt: skip
+        run = prepare_run_dir(out, settings)
+        summary = None
+    else:
+        from ..config import PipelineConfig
+        from ..pipeline import Pipeline
+
+        if config is None:  # the dataset's labels, and its own context model and fusion when they ship
+            from ..data import DATASETS
+
+            config = PipelineConfig.model_validate(
+                {"reasoner": {"labels": es.labels}, "context": {"model": es.name}} if es.name in DATASETS else {}
+            )
+        settings = {"dataset": es.name, "split": es.split, "data_dir": str(data_dir), "limit": limit,
+                    "media_dir": str(media_dir) if media_dir else None, "explain": explain,
+                    "explain_sample": explain_sample,
+                    "config": config.model_dump(mode="json")}  # fmt: skip
+        run = prepare_run_dir(out, settings)
+        pipe = pipeline or Pipeline(config)
+        chosen = None
+        if explain and explain_sample is not None and explain_sample < len(es.items):
+            chosen = {es.items[i].id for i in random.Random(0).sample(range(len(es.items)), explain_sample)}
+        summary = run_items(es, lambda item: analyze_item(pipe, item, explain and (chosen is None or item.id in chosen)),
+                            out, progress=progress)  # fmt: skip
+        preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
+    metrics = score_run(es, preds, out, run, wheel_set, embed=embed)
+    if summary is not None:
+        metrics["run"] = {"items_this_call": summary.done, "resumed_past": summary.skipped,
+                          "errors_this_call": summary.errors, "seconds_this_call": round(summary.seconds, 1),
+                          "items_per_second": round(summary.items_per_second, 3)}  # fmt: skip
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def score_run(es: EvalSet, preds: dict[str, Prediction], out: Path, run: dict | None, wheel_set,
+              *, embed: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Score, then write ``metrics.json`` and the reports into ``out``."""
+    from .report import write_reports
+
+    metrics = score(es, preds, wheels=wheel_set, embed=embed)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_reports(out, metrics, run, _examples(es, preds))
+    return metrics
+
+
+def _examples(es: EvalSet, preds: dict[str, Prediction]) -> list[dict]:
+    """A few records for the report: errors first, then a spread of the rest (every k-th item)."""
+    got = [(it, preds[it.id]) for it in es.items if it.id in preds]
+    errors = [x for x in got if x[1].error][:3]
+    rest = [x for x in got if not x[1].error]
+    step = max(1, len(rest) // max(1, EXAMPLES - len(errors)))
+    chosen = errors + rest[::step][: EXAMPLES - len(errors)]
+    return [{"id": it.id, "gold": it.label or (", ".join(it.labels) if it.labels else None), "label": p.label
+             if not p.labels else ", ".join(p.labels), "explanation": p.explanation, "error": p.error}
+            for it, p in chosen]  # fmt: skip
