@@ -37,6 +37,12 @@ err = Console(stderr=True, highlight=False)
 
 
 def _fail(e: BaseException) -> None:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):  # a bad option value: say which and why, as an input error
+        why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        err.print(f"[bold red]error:[/] invalid option: {escape(why)}", markup=True, soft_wrap=True)
+        raise typer.Exit(2)
     if isinstance(e, AffectLLMError):
         err.print(f"[bold red]error:[/] {escape(e.one_line())}", markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code)
@@ -83,6 +89,9 @@ def chat(
     fusion: str = typer.Option(
         "auto", "--fusion", help="fusion weights: auto (the context model's) | meld | emorynlp | a JSON file | none"
     ),
+    modalities: Optional[str] = typer.Option(
+        None, "--modalities", help="use only these: comma-separated subset of speech,prosody,face,scene,text,context"
+    ),
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
@@ -112,6 +121,7 @@ def chat(
                     "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
                 },
+                "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
             }
         )
         pipe = Pipeline(cfg)
@@ -372,6 +382,9 @@ def eval_run(
         None, "--emotion-wheels", help="folder of MER emotion-wheel files (wheel1..5.xlsx, synonym.xlsx, format.csv); "
         "default: $AFFECT_LLM_WHEELS, else the built-in taxonomy"
     ),
+    extractor: str = typer.Option(
+        "lexicon", "--extractor", help="free text → emotion words: lexicon (deterministic) | llm (SmolLM2, few-shot)"
+    ),
     no_embed: bool = typer.Option(False, "--no-embedding-metrics", help="skip the metrics that load MiniLM"),
 ) -> None:
     """Run the pipeline over a dataset and score it: RUN_DIR/metrics.json, predictions.jsonl, report.md/.html.
@@ -403,7 +416,7 @@ def eval_run(
         run_dir = out_dir or Path("runs") / (f"{name}-{split}" if split else name)
         m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
                      explain=not no_explain, explain_sample=explain_sample, predictions=predictions, wheels=wheels,
-                     embed=not no_embed)  # fmt: skip
+                     extractor=extractor, embed=not no_embed)  # fmt: skip
         from rich.table import Table
 
         for title, header, rows in tables(m):

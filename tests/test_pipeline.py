@@ -152,3 +152,18 @@ def test_plot_without_a_face_timeline_keeps_the_analysis(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "nothing to plot" in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+def test_modality_selection_keeps_only_the_chosen_cues():
+    """--modalities prosody,face: the words still time the voice cues, but no S- or D-cue reaches the LLM, and
+    the LLM's distribution is the only one (no context model ran)."""
+    r = _cli("chat", str(shared_media() / "hamilton.mp4"), "--json", "--no-explain", "--modalities", "prosody,face")
+    assert r.returncode == 0, r.stderr
+    a = Analysis.model_validate_json(r.stdout)
+    mods = {c.modality for c in a.cues}
+    assert mods == {Modality.prosody, Modality.face}
+    assert "S1" not in a.evidence and "D1" not in a.evidence
+    assert any(n.startswith("left out by the modality selection: speech") for n in a.notes)
+    assert set(a.distributions) == {"llm", "face"}
+    r = _cli("chat", str(shared_media() / "jfk.flac"), "--modalities", "speech,smell")
+    assert r.returncode == 2 and r.stderr.startswith("error: invalid option: modalities.1")

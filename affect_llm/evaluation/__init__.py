@@ -43,6 +43,7 @@ def evaluate(
     explain_sample: int | None = None,
     predictions: str | Path | None = None,
     wheels: str | Path | None = None,
+    extractor: str = "lexicon",
     embed: bool = True,
     progress: bool = True,
     pipeline=None,
@@ -51,6 +52,7 @@ def evaluate(
 
     ``config``: a :class:`~affect_llm.config.PipelineConfig` (default: the shipped models; for MELD and
     EmoryNLP their labels and their own context model and fusion); ``wheels``: a folder of MER emotion-wheel files (default: :func:`affect_llm.metrics.wheel.default_wheels`).
+    ``extractor``: ``lexicon`` (deterministic) or ``llm`` — how free text becomes emotion words.
     ``explain_sample``: explain only a seeded sample of that many items (the rest get labels only), for the
     explanation metrics of a large set at a fraction of the time.
     Rerunning with the same ``out`` resumes: items already in ``predictions.jsonl`` are not run again."""
@@ -59,6 +61,10 @@ def evaluate(
     out = Path(out)
     es = load_eval_set(dataset, data_dir, split, media_dir=media_dir, limit=limit)
     wheel_set = default_wheels(wheels)
+    if extractor not in ("lexicon", "llm"):
+        from ..errors import InputError
+
+        raise InputError(f"unknown extractor {extractor!r} (lexicon or llm)")
     if predictions is not None:
         preds = read_predictions(predictions)
         settings = {"dataset": es.name, "split": es.split, "data_dir": str(data_dir), "limit": limit,
@@ -87,7 +93,12 @@ def evaluate(
         summary = run_items(es, lambda item: analyze_item(pipe, item, explain and (chosen is None or item.id in chosen)),
                             out, progress=progress)  # fmt: skip
         preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
-    metrics = score_run(es, preds, out, run, wheel_set, embed=embed)
+    extract = None
+    if extractor == "llm":
+        from ..metrics.llm_extractor import LLMExtractor
+
+        extract = LLMExtractor(wheel_set)
+    metrics = score_run(es, preds, out, run, wheel_set, embed=embed, extractor=extract)
     if summary is not None:
         metrics["run"] = {"items_this_call": summary.done, "resumed_past": summary.skipped,
                           "errors_this_call": summary.errors, "seconds_this_call": round(summary.seconds, 1),
@@ -97,11 +108,11 @@ def evaluate(
 
 
 def score_run(es: EvalSet, preds: dict[str, Prediction], out: Path, run: dict | None, wheel_set,
-              *, embed: bool = True) -> dict[str, Any]:  # fmt: skip
+              *, embed: bool = True, extractor=None) -> dict[str, Any]:  # fmt: skip
     """Score, then write ``metrics.json`` and the reports into ``out``."""
     from .report import write_reports
 
-    metrics = score(es, preds, wheels=wheel_set, embed=embed)
+    metrics = score(es, preds, wheels=wheel_set, embed=embed, extractor=extractor)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_reports(out, metrics, run, _examples(es, preds))
     return metrics

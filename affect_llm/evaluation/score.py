@@ -16,7 +16,8 @@
 
 The predicted emotion words for the wheel metrics are the predictor's label set when it gives one (an
 open-vocabulary file), else its one label — not words picked out of the explanation, which would reward long
-explanations (HIT rate does not penalise extra groups). Items whose prediction is an error or missing are
+explanations (HIT rate does not penalise extra groups); only a predictor that gives nothing but free text has
+its emotion words extracted (``extractor``: the deterministic lexicon reader, or an LLM). Items whose prediction is an error or missing are
 counted (``n_errors``, ``n_missing``) and left out of the scores.
 """
 
@@ -31,13 +32,18 @@ from .datasets import EvalSet
 from .predictions import Prediction
 
 
-def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None, embed: bool = True) -> dict[str, Any]:
+def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None, embed: bool = True,
+          extractor=None) -> dict[str, Any]:  # fmt: skip
     """All metrics of ``predictions`` against ``eval_set`` (see the module docstring). ``wheels``: a
     :class:`~affect_llm.metrics.wheel.WheelSet` (default: :func:`~affect_llm.metrics.wheel.default_wheels`);
-    ``embed=False`` skips the metrics that load MiniLM."""
+    ``embed=False`` skips the metrics that load MiniLM; ``extractor``: free text → emotion words (default: the
+    deterministic :class:`~affect_llm.metrics.emotion_words.LexiconExtractor`; or
+    :class:`~affect_llm.metrics.llm_extractor.LLMExtractor`)."""
+    from ..metrics.emotion_words import LexiconExtractor
     from ..metrics.wheel import default_wheels
 
     wheels = wheels if wheels is not None else default_wheels()
+    extract = extractor or LexiconExtractor(wheels)
     pairs, errors, missing = [], 0, 0
     for item in eval_set.items:
         pred = predictions.get(item.id)
@@ -56,6 +62,7 @@ def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None,
         "n_missing": missing,
         "unknown_ids": sorted(set(predictions) - {x.id for x in eval_set.items})[:20],
         "wheels": getattr(wheels, "name", None),
+        "extractor": type(extract).__name__,
     }
     if eval_set.labels:
         out["classification"] = _classification(eval_set.labels, pairs)
@@ -64,12 +71,12 @@ def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None,
     if single:
         from ..metrics.openset import hit_rate
 
-        out["hit_rate"] = hit_rate([it.label for it, _ in single], [_words(p) for _, p in single], wheels)
+        out["hit_rate"] = hit_rate([it.label for it, _ in single], [_words(p, extract) for _, p in single], wheels)
     sets = [(it, p) for it, p in pairs if it.labels]
     if sets:
         from ..metrics.openset import openset_scores
 
-        gold, pred = [it.labels for it, _ in sets], [_words(p) for _, p in sets]
+        gold, pred = [it.labels for it, _ in sets], [_words(p, extract) for _, p in sets]
         out["openset"] = {lv: openset_scores(gold, pred, wheels, level=lv) for lv in ("level1", "level2")}
     explained = [(it, p) for it, p in pairs if it.explanation and p.explanation is not None]
     if explained:
@@ -86,14 +93,21 @@ def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None,
         f = faithfulness_scores([p.explanation for p in grounded], [p.cues for p in grounded], embed=embed)
         f.pop("per_sample", None)
         f["label_consistency"] = label_explanation_consistency([p.label for p in grounded],
-                                                               [p.explanation for p in grounded], wheels)  # fmt: skip
+                                                               [p.explanation for p in grounded], wheels,
+                                                               extractor=extract)  # fmt: skip
         out["faithfulness"] = f
     out["timings"] = _timings([p for _, p in pairs])
     return out
 
 
-def _words(p: Prediction) -> list[str]:
-    return list(p.labels) if p.labels is not None else [p.label] if p.label else []
+def _words(p: Prediction, extract) -> list[str]:
+    """The predicted emotion words: the predictor's label set, else its label, else (a free-text predictor)
+    the emotion words of its explanation."""
+    if p.labels is not None:
+        return list(p.labels)
+    if p.label:
+        return [p.label]
+    return extract(p.explanation) if p.explanation else []
 
 
 def _classification(labels: list[str], pairs) -> dict[str, Any]:
