@@ -386,6 +386,9 @@ def eval_run(
         "lexicon", "--extractor", help="free text → emotion words: lexicon (deterministic) | llm (SmolLM2, few-shot)"
     ),
     no_embed: bool = typer.Option(False, "--no-embedding-metrics", help="skip the metrics that load MiniLM"),
+    engine: str = typer.Option("local", "--engine", help="local | ray (the same results; see affect-llm batch)"),
+    workers: int = typer.Option(0, "--workers", help="cue-extraction processes (local) or actors (ray)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
 ) -> None:
     """Run the pipeline over a dataset and score it: RUN_DIR/metrics.json, predictions.jsonl, report.md/.html.
     `affect-llm eval compare RUN_A RUN_B` prints the differences of two runs."""
@@ -416,7 +419,8 @@ def eval_run(
         run_dir = out_dir or Path("runs") / (f"{name}-{split}" if split else name)
         m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
                      explain=not no_explain, explain_sample=explain_sample, predictions=predictions, wheels=wheels,
-                     extractor=extractor, embed=not no_embed)  # fmt: skip
+                     extractor=extractor, embed=not no_embed, engine=engine, workers=workers,
+                     ray_address=ray_address)  # fmt: skip
         from rich.table import Table
 
         for title, header, rows in tables(m):
@@ -429,10 +433,66 @@ def eval_run(
                 t.add_row(*r)
             out.print(t)
         if "run" in m:
-            r = m["run"]
-            out.print(f"{r['items_this_call']} items run ({r['resumed_past']} already done), {r['errors_this_call']} "
-                      f"errors, {r['seconds_this_call']} s, {r['items_per_second']} items/s")  # fmt: skip
+            _print_run(m["run"])
         out.print(f"run folder: {run_dir} (metrics.json, predictions.jsonl, report.md, report.html)")
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+def _print_run(r: dict) -> None:
+    out.print(f"{r['items_this_call']} items run ({r['resumed_past']} already done), {r['errors_this_call']} "
+              f"errors, {r['seconds_this_call']} s, {r['items_per_second']} items/s")  # fmt: skip
+    if r.get("stage_seconds"):
+        out.print("seconds per stage: " + ", ".join(f"{k} {v}" for k, v in r["stage_seconds"].items()))
+
+
+@app.command()
+def batch(
+    source: Path = typer.Argument(..., help="a MELD/EmoryNLP CSV, a JSONL manifest, or a folder of media files"),
+    out_file: Path = typer.Option(..., "--out", help="results JSONL (appended; rerunning resumes)"),
+    media_dir: Optional[Path] = typer.Option(None, "--media-dir", help="MELD's clips (dia{D}_utt{U}.mp4)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N items"),
+    engine: str = typer.Option("local", "--engine", help="local | ray"),
+    workers: int = typer.Option(0, "--workers", help="local: cue-extraction processes (0: one process); ray: actors"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
+    no_explain: bool = typer.Option(False, "--no-explain", help="labels only"),
+    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
+    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: the CSV's, else MELD's)"),
+    context_model: Optional[str] = typer.Option(None, "--context-model", help="meld | emorynlp | a folder | none"),
+    fusion: str = typer.Option("auto", "--fusion", help="auto | meld | emorynlp | a JSON file | none"),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="subset of speech,prosody,face,scene,text,context"),
+    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
+    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights for scene label matching"),
+) -> None:
+    """Run the pipeline over many inputs into one JSONL (one line per item, flushed as it is done; a killed
+    batch resumes where it stopped, never writing an id twice), locally or on Ray."""
+    try:
+        from .batch import BatchOptions, load_inputs, prepare, run
+        from .config import PipelineConfig
+        from .data import DATASETS, dataset_labels
+
+        items = load_inputs(source, media_dir=media_dir, limit=limit)
+        name = items.name if items.name in DATASETS else None
+        cm = context_model or name or "meld"
+        cfg = PipelineConfig.model_validate({
+            "face": {"enabled": not no_face},
+            "scene": {"model": clip},
+            "context": {"model": None if cm.lower() == "none" else cm,
+                        "fusion": None if fusion.lower() == "none" else fusion},
+            "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter,
+                         **({"labels": dataset_labels(name)} if name and not labels else {}),
+                         **({"labels": labels.split(",")} if labels else {})},
+            "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
+        })  # fmt: skip
+        prepare(out_file, {"source": str(source), "media_dir": str(media_dir) if media_dir else None, "limit": limit,
+                           "explain": not no_explain, "config": cfg.model_dump(mode="json")})  # fmt: skip
+        opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=not no_explain)
+        summary = run(items, cfg, out_file, opts)
+        _print_run(summary.as_dict())
+        out.print(f"results: {out_file}")
     except typer.Exit:
         raise
     except Exception as e:

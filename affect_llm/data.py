@@ -70,7 +70,30 @@ def dataset_file(name: str, split: str, data_dir: str | Path) -> Path:
 
 def load_dataset(name: str, split: str, data_dir: str | Path) -> list[Dialogue]:
     """The dialogues of ``name`` (``meld`` or ``emorynlp``) ``split`` from ``data_dir``, in file order."""
-    path = dataset_file(name, split, data_dir)
+    return load_csv(dataset_file(name, split, data_dir), name, split)
+
+
+def csv_dataset_name(path: str | Path) -> str | None:
+    """``meld`` or ``emorynlp`` from a CSV's header (MELD: ``Dialogue_ID``; EmoryNLP: ``Scene_ID``), else None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            header = next(csv.reader(f), [])
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if "Dialogue_ID" in header and "Utterance" in header:
+        return "meld"
+    if "Scene_ID" in header and "Utterance" in header:
+        return "emorynlp"
+    return None
+
+
+def load_csv(path: str | Path, name: str | None = None, split: str | None = None) -> list[Dialogue]:
+    """The dialogues of one MELD or EmoryNLP CSV file (``name`` detected from the header when not given)."""
+    path = Path(path)
+    name = name or csv_dataset_name(path)
+    if name not in DATASETS:
+        raise InputError(f"{path}: not a MELD or EmoryNLP CSV (no Dialogue_ID / Scene_ID column)")
+    split = split or path.stem
     rows = _read_csv(path)
     if name == "meld":
         return _group(rows, key=lambda r: r["Dialogue_ID"], speaker=lambda r: r["Speaker"], prefix=f"meld-{split}-",

@@ -387,8 +387,26 @@ class Pipeline:
         utterance, spoken by ``speaker`` (default ``config.context.speaker``)."""
         timer = Timer()
         t0 = time.perf_counter()
-        evidence, got, info, dialogue = self.gather(source, text=text, context=context, speaker=speaker, timer=timer)
+        gathered = self.gather(source, text=text, context=context, speaker=speaker, timer=timer)
         name = "text" if text is not None else str(source)
+        return self.reason(name, *gathered, explain=explain, timer=timer, started=t0)
+
+    def reason(
+        self,
+        name: str,
+        evidence: Evidence,
+        got: Gathered,
+        info: MediaInfo | None,
+        dialogue: Dialogue | None,
+        *,
+        explain: bool | None = None,
+        timer: Timer | None = None,
+        started: float | None = None,
+    ) -> Analysis:
+        """Everything after :meth:`gather`: the LLM's label scores, the fusion, the explanation, the
+        :class:`Analysis`. ``gather`` and ``reason`` may run in different processes (the batch engines do)."""
+        timer = timer or Timer()
+        t0 = started if started is not None else time.perf_counter()
         transcript = got.transcript
         ro = self.config.reasoner
         explain = ro.explain if explain is None else explain

@@ -19,11 +19,11 @@ from typing import Any
 
 from .datasets import EVAL_DATASETS, EvalItem, EvalSet, load_eval_set
 from .predictions import Prediction, read_jsonl_records, read_predictions
-from .runner import PREDICTIONS, RunSummary, analyze_item, prepare_run_dir, run_items
+from .runner import PREDICTIONS, prepare_run_dir
 from .score import score
 
 __all__ = [
-    "EVAL_DATASETS", "EvalItem", "EvalSet", "Prediction", "RunSummary", "evaluate", "load_eval_set",
+    "EVAL_DATASETS", "EvalItem", "EvalSet", "Prediction", "evaluate", "load_eval_set",
     "read_predictions", "score", "score_run",
 ]  # fmt: skip
 
@@ -47,6 +47,9 @@ def evaluate(
     embed: bool = True,
     progress: bool = True,
     pipeline=None,
+    engine: str = "local",
+    workers: int = 0,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``predictions``, just score) an evaluation into ``out``; returns the metrics.
 
@@ -55,6 +58,8 @@ def evaluate(
     ``extractor``: ``lexicon`` (deterministic) or ``llm`` — how free text becomes emotion words.
     ``explain_sample``: explain only a seeded sample of that many items (the rest get labels only), for the
     explanation metrics of a large set at a fraction of the time.
+    ``engine``/``workers``/``ray_address``: how the items run (:mod:`affect_llm.batch`: in this process, with
+    cue-extraction worker processes, or on Ray); the results do not depend on it.
     Rerunning with the same ``out`` resumes: items already in ``predictions.jsonl`` are not run again."""
     from ..metrics.wheel import default_wheels
 
@@ -73,7 +78,6 @@ def evaluate(
         summary = None
     else:
         from ..config import PipelineConfig
-        from ..pipeline import Pipeline
 
         if config is None:  # the dataset's labels, and its own context model and fusion when they ship
             from ..data import DATASETS
@@ -86,12 +90,14 @@ def evaluate(
                     "explain_sample": explain_sample,
                     "config": config.model_dump(mode="json")}  # fmt: skip
         run = prepare_run_dir(out, settings)
-        pipe = pipeline or Pipeline(config)
+        from ..batch import BatchOptions, run
+
         chosen = None
         if explain and explain_sample is not None and explain_sample < len(es.items):
             chosen = {es.items[i].id for i in random.Random(0).sample(range(len(es.items)), explain_sample)}
-        summary = run_items(es, lambda item: analyze_item(pipe, item, explain and (chosen is None or item.id in chosen)),
-                            out, progress=progress)  # fmt: skip
+        opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=explain,
+                            explain_ids=chosen, progress=progress)  # fmt: skip
+        summary = run(es, config, out / PREDICTIONS, opts, pipeline=pipeline)
         preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
     extract = None
     if extractor == "llm":
@@ -100,9 +106,7 @@ def evaluate(
         extract = LLMExtractor(wheel_set)
     metrics = score_run(es, preds, out, run, wheel_set, embed=embed, extractor=extract)
     if summary is not None:
-        metrics["run"] = {"items_this_call": summary.done, "resumed_past": summary.skipped,
-                          "errors_this_call": summary.errors, "seconds_this_call": round(summary.seconds, 1),
-                          "items_per_second": round(summary.items_per_second, 3)}  # fmt: skip
+        metrics["run"] = summary.as_dict()
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -1,0 +1,418 @@
+"""Batch reasoning: the pipeline over many inputs into one JSONL file, crash-safe and resumable, on one machine or
+on a Ray cluster. ``affect-llm batch`` and ``affect-llm eval`` both run through :func:`run`.
+
+**Inputs** (:func:`load_inputs`): a MELD or EmoryNLP CSV (each labelled utterance as text with the dialogue
+before it; with ``media_dir``, MELD's clips ``dia{D}_utt{U}.mp4``), a JSONL manifest (one ``{"id", "path" or
+"text", "context"?, "speaker"?, "label"?}`` per line; paths relative to the manifest), or a folder of media
+files (ids are their paths inside it).
+
+**Output**: one line per input — ``id, label, probabilities, distributions, explanation, cited_cues,
+uncited_ids, cues, transcript, missing_modalities, notes, timings, error``. Each line is appended and
+``fsync``-ed as soon as its item is done, so ``kill -9`` loses at most the items in flight; rerunning the same
+command skips the ids already written (a line cut short by the kill is dropped first) and never writes an id
+twice. An item that fails gets its ``error`` and the batch goes on. A sidecar ``OUT.run.json`` keeps the
+settings; another command cannot resume into the same file.
+
+**Engines**:
+
+- ``local`` with ``workers=0``: one process does everything, item after item;
+- ``local`` with ``workers=N``: N worker processes extract the cues (decoding, ASR, prosody, faces, the
+  context model: :meth:`Pipeline.gather`) while the main process runs the LLM (:meth:`Pipeline.reason`) on
+  whatever is ready — cue extraction of the next items overlaps the LLM work of the current one;
+- ``ray``: Ray Data streams the items through actors that each hold a pipeline (``ray.init()`` starts a local
+  cluster unless ``ray_address`` names one); the driver writes the records as they arrive, the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import AffectLLMError, InputError
+from .evaluation.datasets import MEDIA_SUFFIXES, EvalItem, EvalSet
+from .evaluation.predictions import read_jsonl_records
+from .types import Analysis
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass
+class BatchOptions:
+    engine: Engine = "local"
+    workers: int = 0  # local: cue-extraction processes (0 = all in this process); ray: actors (0 = 1)
+    ray_address: str | None = None  # None: a local Ray instance; "auto" or "ray://host:port": a cluster
+    explain: bool = True
+    explain_ids: set[str] | None = None  # explain only these ids (None: all, when ``explain``)
+    progress: bool = True
+
+    def explains(self, item_id: str) -> bool:
+        return self.explain and (self.explain_ids is None or item_id in self.explain_ids)
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    done: int = 0  # items analysed in this call
+    skipped: int = 0  # already in the output (resumed)
+    errors: int = 0  # records with an error written in this call
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"items": self.total, "items_this_call": self.done, "resumed_past": self.skipped,
+                "errors_this_call": self.errors, "seconds_this_call": round(self.seconds, 1),
+                "items_per_second": round(self.items_per_second, 3),
+                "stage_seconds": {k: round(v, 1) for k, v in sorted(self.stage_seconds.items(), key=lambda kv: -kv[1])}}  # fmt: skip
+
+
+# -- inputs ------------------------------------------------------------------------------------------------
+
+
+def load_inputs(path: str | Path, *, media_dir: str | Path | None = None, limit: int | None = None) -> EvalSet:
+    """The items of a batch input (see the module docstring)."""
+    from .data import csv_dataset_name, dataset_labels, load_csv
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+        items = [EvalItem(id=str(f.relative_to(p)), media=f) for f in files]
+        es = EvalSet("folder", None, items, source=str(p))
+    elif p.suffix.lower() == ".csv":
+        from .data import Dialogue
+
+        name = csv_dataset_name(p)
+        if name is None:
+            raise InputError(f"{p}: not a MELD or EmoryNLP CSV (no Dialogue_ID / Scene_ID column)")
+        media = Path(media_dir) if media_dir else None
+        if media is not None and name != "meld":
+            raise InputError("--media-dir: only MELD's clips have a known naming (dia{D}_utt{U}.mp4)")
+        items = []
+        for d in load_csv(p, name):
+            for i, u in enumerate(d.utterances):
+                clip = media / f"{u.id}.mp4" if media is not None else None
+                items.append(EvalItem(id=u.id, text=None if clip else u.text, media=clip, speaker=u.speaker,
+                                      context=Dialogue(id=d.id, utterances=d.utterances[:i]), label=u.label,
+                                      sentiment=u.sentiment))  # fmt: skip
+        es = EvalSet(name, None, items, labels=dataset_labels(name), source=str(p))
+    else:
+        es = _manifest(p, Path(media_dir) if media_dir else None)
+    if limit is not None:
+        es.items = es.items[: max(0, limit)]
+    if not es.items:
+        raise InputError(f"{p}: no items")
+    return es
+
+
+def _manifest(p: Path, media_dir: Path | None) -> EvalSet:
+    """A JSONL manifest; ``path`` is an alias of the evaluation JSONL's ``media``."""
+    from .evaluation.datasets import load_eval_set
+
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    fixed = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            o = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p}:{n}: not JSON ({e.msg})") from None
+        if isinstance(o, dict) and "path" in o and "media" not in o:
+            o["media"] = o.pop("path")
+        fixed.append(json.dumps(o))
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.manifest")
+    try:
+        tmp.write_text("\n".join(fixed) + "\n")
+        es = load_eval_set("jsonl", tmp, media_dir=media_dir or p.parent)
+    except InputError as e:
+        raise InputError(str(e).replace(str(tmp), str(p))) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    es.name, es.source = "manifest", str(p)
+    return es
+
+
+# -- records -----------------------------------------------------------------------------------------------
+
+
+def record(item: EvalItem, a: Analysis) -> dict[str, Any]:
+    """What a batch keeps of an analysis: enough to score it and to read why (the cues the explanation used)."""
+    return {
+        "id": item.id,
+        "label": a.label,
+        "probabilities": {k: round(v, 6) for k, v in a.probabilities.items()},
+        "distributions": {m: {k: round(v, 6) for k, v in d.items()} for m, d in a.distributions.items()},
+        "explanation": a.explanation,
+        "cited_cues": a.cited_cues,
+        "uncited_ids": a.uncited_ids,
+        "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in a.cues],
+        "transcript": a.transcript.text if a.transcript else None,
+        "missing_modalities": [m.value for m in a.missing_modalities],
+        "notes": a.notes,
+        "timings": a.timings,
+        "error": None,
+    }
+
+
+def error_record(item: EvalItem, e: BaseException) -> dict[str, Any]:
+    msg = e.one_line() if isinstance(e, AffectLLMError) else " ".join(str(e).split())
+    return {"id": item.id, "label": None, "error": f"{type(e).__name__}: {msg}"}
+
+
+def _gather(pipe, item: EvalItem, timer):
+    if item.media is not None:
+        return str(item.media), pipe.gather(item.media, context=item.context, speaker=item.speaker, timer=timer)
+    if item.text is not None:
+        return "text", pipe.gather(text=item.text, context=item.context, speaker=item.speaker, timer=timer)
+    raise InputError(f"{item.id}: nothing to analyse (this dataset names clips: give --media-dir)")
+
+
+def analyze_item(pipe, item: EvalItem, explain: bool) -> dict[str, Any]:
+    """One item through the whole pipeline, as a record (an error record when it fails)."""
+    from .pipeline import Timer
+
+    try:
+        timer, t0 = Timer(), time.perf_counter()
+        name, gathered = _gather(pipe, item, timer)
+        return record(item, pipe.reason(name, *gathered, explain=explain, timer=timer, started=t0))
+    except Exception as e:  # a bad item is recorded and the batch goes on
+        return error_record(item, e)
+
+
+# -- the writer --------------------------------------------------------------------------------------------
+
+
+def prepare(out: Path, settings: dict[str, Any]) -> None:
+    """Check (or write) the settings sidecar of ``out``: another command does not resume into the same file."""
+    side = out.with_name(out.name + ".run.json")
+    if side.is_file() and out.exists():
+        before = json.loads(side.read_text()).get("settings")
+        if before != settings:
+            diff = sorted(k for k in set(before or {}) | set(settings) if (before or {}).get(k) != settings.get(k))
+            raise InputError(f"{out} holds results of other settings ({', '.join(diff)}); use another --out")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    side.write_text(json.dumps({"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+
+
+def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = None, *, pipeline=None,
+        on_record: Callable[[dict], None] | None = None) -> RunSummary:  # fmt: skip
+    """Analyse every item of ``items`` not yet in ``out`` with the ``opts.engine``, appending one record each."""
+    opts = opts or BatchOptions()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done_ids = {r["id"] for r in read_jsonl_records(out, repair=True)}
+    todo = [x for x in items.items if x.id not in done_ids]
+    summary = RunSummary(total=len(items.items), skipped=len(items.items) - len(todo))
+    if opts.engine == "ray":
+        produce = _ray_engine(todo, config, opts)
+    elif opts.engine == "local" and opts.workers > 0 and todo:
+        produce = _process_engine(todo, config, opts, pipeline)
+    elif opts.engine == "local":
+        produce = _inline_engine(todo, config, opts, pipeline)
+    else:
+        raise InputError(f"unknown engine {opts.engine!r} (local or ray)")
+    t0 = time.perf_counter()
+    bar = _Progress(summary.total, summary.skipped, items.name) if opts.progress else None
+    with open(out, "a", encoding="utf-8") as f:
+        try:
+            for rec in produce:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                summary.done += 1
+                summary.errors += rec.get("error") is not None
+                for stage, s in (rec.get("timings") or {}).items():
+                    if stage != "total":
+                        summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + s
+                if on_record:
+                    on_record(rec)
+                if bar:
+                    bar.advance(rec)
+        finally:
+            if bar:
+                bar.stop()
+            summary.seconds = time.perf_counter() - t0
+            if hasattr(produce, "close"):
+                produce.close()
+    return summary
+
+
+# -- engines -----------------------------------------------------------------------------------------------
+
+
+def _inline_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -> Iterator[dict]:
+    if not todo:
+        return
+    from .pipeline import Pipeline
+
+    pipe = pipeline or Pipeline(config)
+    for item in todo:
+        yield analyze_item(pipe, item, opts.explains(item.id))
+
+
+_WORKER_PIPE = None
+
+
+def _worker_init(config_json: str) -> None:
+    """A cue-extraction worker: a pipeline whose stages run on one thread each (the processes are the
+    parallelism); the LLM is never loaded here."""
+    global _WORKER_PIPE
+    import torch
+
+    from .config import PipelineConfig
+    from .pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    cfg = PipelineConfig.model_validate_json(config_json)
+    cfg.speech.cpu_threads = 1
+    _WORKER_PIPE = Pipeline(cfg)
+
+
+def _worker_gather(blob: bytes) -> bytes:
+    from .pipeline import Timer
+
+    item: EvalItem = pickle.loads(blob)
+    timer, t0 = Timer(), time.perf_counter()
+    try:
+        name, gathered = _gather(_WORKER_PIPE, item, timer)
+        return pickle.dumps(("ok", item.id, name, gathered, timer, time.perf_counter() - t0))
+    except Exception as e:
+        return pickle.dumps(("error", item.id, error_record(item, e)))
+
+
+def _process_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -> Iterator[dict]:
+    import multiprocessing as mp
+
+    from .pipeline import Pipeline
+
+    pipe = pipeline or Pipeline(config)
+    pipe.preload_reasoner()
+    by_id = {x.id: x for x in todo}
+    ctx = mp.get_context("spawn")  # torch and MediaPipe do not survive fork
+    pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(config.model_dump_json(),))  # fmt: skip
+    pending: set[Future] = set()
+    queue = iter(todo)
+    finished_all = False
+    try:
+        for item in queue:  # keep 2 items per worker in flight: bounded memory, workers never idle
+            pending.add(pool.submit(_worker_gather, pickle.dumps(item)))
+            if len(pending) >= 2 * opts.workers:
+                break
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_worker_gather, pickle.dumps(nxt)))
+                got = pickle.loads(fut.result())
+                if got[0] == "error":
+                    yield got[2]
+                    continue
+                _, item_id, name, gathered, timer, gather_s = got
+                item = by_id[item_id]
+                try:
+                    t0 = time.perf_counter()
+                    a = pipe.reason(name, *gathered, explain=opts.explains(item_id), timer=timer, started=t0)
+                    a.timings["total"] = round(gather_s + time.perf_counter() - t0, 4)
+                    yield record(item, a)
+                except Exception as e:
+                    yield error_record(item, e)
+        finished_all = True
+    finally:  # done: let the workers exit cleanly; interrupted: do not wait for the items in flight
+        pool.shutdown(wait=finished_all, cancel_futures=True)
+
+
+class _RayAnalyzer:
+    """A Ray actor holding one pipeline; a row in (a pickled item), a row out (its JSON record)."""
+
+    def __init__(self, config_json: str, explain: bool, explain_ids: list[str] | None):
+        from .config import PipelineConfig
+        from .pipeline import Pipeline
+
+        self.pipe = Pipeline(PipelineConfig.model_validate_json(config_json))
+        self.opts = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
+
+    def __call__(self, row: dict) -> dict:
+        item: EvalItem = pickle.loads(row["item"])
+        return {"record": json.dumps(analyze_item(self.pipe, item, self.opts.explains(item.id)), ensure_ascii=False)}
+
+
+def _ray_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
+    if not todo:
+        return
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--engine ray needs Ray: pip install 'affect-llm[ray]'") from None
+    import logging
+
+    for name in ("ray", "ray.data"):  # Ray's own INFO lines would bury our progress bar
+        logging.getLogger(name).setLevel(logging.WARNING)
+    started_here = not ray.is_initialized()
+    if started_here:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, ignore_reinit_error=True)  # fmt: skip
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.preserve_order = False
+        ds = ray.data.from_items([{"item": pickle.dumps(x)} for x in todo], override_num_blocks=len(todo))
+        ds = ds.map(
+            _RayAnalyzer,
+            fn_constructor_kwargs={"config_json": config.model_dump_json(), "explain": opts.explain,
+                                   "explain_ids": sorted(opts.explain_ids) if opts.explain_ids is not None else None},
+            compute=ray.data.ActorPoolStrategy(size=max(1, opts.workers)), num_cpus=1,
+        )  # fmt: skip
+        for row in ds.iter_rows():
+            yield json.loads(row["record"])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class _Progress:
+    """A rich progress bar with rate, ETA and the error count."""
+
+    def __init__(self, total: int, completed: int, name: str):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)  # fmt: skip
+
+        self.errors = 0
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                          TimeRemainingColumn(), TextColumn("{task.fields[errors]}"),
+                          console=Console(stderr=True))  # fmt: skip
+        self.t0 = time.perf_counter()
+        self.start = completed
+        self.task = self.p.add_task(name, total=total, completed=completed, rate="", errors="")
+        self.p.start()
+
+    def advance(self, rec: dict) -> None:
+        self.errors += rec.get("error") is not None
+        n = self.p.tasks[0].completed + 1 - self.start
+        rate = n / max(1e-9, time.perf_counter() - self.t0)
+        self.p.update(self.task, advance=1, rate=f"{rate:.2f} items/s",
+                      errors=f"[red]{self.errors} errors[/]" if self.errors else "")  # fmt: skip
+
+    def stop(self) -> None:
+        self.p.stop()
+
+
+def iter_ids(path: str | Path) -> Iterable[str]:
+    return (r["id"] for r in read_jsonl_records(Path(path)))
