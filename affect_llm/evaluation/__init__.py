@@ -90,14 +90,15 @@ def evaluate(
                     "explain_sample": explain_sample,
                     "config": config.model_dump(mode="json")}  # fmt: skip
         run = prepare_run_dir(out, settings)
-        from ..batch import BatchOptions, run
+        from ..batch import BatchOptions
+        from ..batch import run as run_batch
 
         chosen = None
         if explain and explain_sample is not None and explain_sample < len(es.items):
             chosen = {es.items[i].id for i in random.Random(0).sample(range(len(es.items)), explain_sample)}
         opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=explain,
                             explain_ids=chosen, progress=progress)  # fmt: skip
-        summary = run(es, config, out / PREDICTIONS, opts, pipeline=pipeline)
+        summary = run_batch(es, config, out / PREDICTIONS, opts, pipeline=pipeline)
         preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
     extract = None
     if extractor == "llm":

@@ -25,12 +25,12 @@ always be scored from a file (``--predictions``).
 from __future__ import annotations
 
 import ast
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import DATASETS, Dialogue, dataset_labels, load_dataset
+from ..data import _read_csv as read_csv_rows
 from ..errors import InputError
 from ..textnorm import normalize
 
@@ -127,13 +127,7 @@ def _dialogue_set(name: str, split: str, data_dir: Path, media: Path | None) -> 
 def _rows(path: Path, need: set[str]) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path}: not found (expected the dataset's original file name)")
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error) as e:
-        raise InputError(f"{path}: cannot read CSV ({e})") from e
-    if not rows:
-        raise InputError(f"{path}: no rows")
+    rows = read_csv_rows(path)
     if missing := need - set(rows[0]):
         raise InputError(f"{path}: lacks the columns {sorted(missing)}")
     return rows
