@@ -124,12 +124,14 @@ def score_run(es: EvalSet, preds: dict[str, Prediction], out: Path, run: dict | 
 
 
 def _examples(es: EvalSet, preds: dict[str, Prediction]) -> list[dict]:
-    """A few records for the report: errors first, then a spread of the rest (every k-th item)."""
+    """A few records for the report: errors first, then a spread of the explained ones, then of the rest."""
     got = [(it, preds[it.id]) for it in es.items if it.id in preds]
-    errors = [x for x in got if x[1].error][:3]
-    rest = [x for x in got if not x[1].error]
-    step = max(1, len(rest) // max(1, EXAMPLES - len(errors)))
-    chosen = errors + rest[::step][: EXAMPLES - len(errors)]
+    chosen = [x for x in got if x[1].error][:3]
+    for pool in ([x for x in got if not x[1].error and x[1].explanation],
+                 [x for x in got if not x[1].error and not x[1].explanation]):  # fmt: skip
+        room = EXAMPLES - len(chosen)
+        if room > 0 and pool:
+            chosen += pool[:: max(1, len(pool) // room)][:room]
     return [{"id": it.id, "gold": it.label or (", ".join(it.labels) if it.labels else None), "label": p.label
              if not p.labels else ", ".join(p.labels), "explanation": p.explanation, "error": p.error}
             for it, p in chosen]  # fmt: skip

@@ -66,9 +66,11 @@ def tables(m: dict[str, Any]) -> list[Table]:
                                          "supported claim sentences", "label–explanation consistency"],
                     [[str(f.get("n", "")), _pct(f.get("cites_share")), _pct(f.get("cited_ids_exist")),
                       _pct(f.get("sentence_support")), _pct(lc.get("consistency"))]]))  # fmt: skip
-    t = (m.get("timings") or {}).get("mean_seconds")
+    t = (m.get("timings") or {}).get("stages")
     if t:
-        out.append(("Mean seconds per item and stage", list(t), [[_num(v, 2) for v in t.values()]]))
+        out.append(("Seconds per stage", ["stage", "items", "mean when run", "per item (amortised)"],
+                    [[k, str(v["items"]), _num(v["mean_when_run"], 2), _num(v["per_item"], 2)]
+                     for k, v in sorted(t.items(), key=lambda kv: -kv[1]["per_item"])]))  # fmt: skip
     return out
 
 
