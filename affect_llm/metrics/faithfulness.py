@@ -37,7 +37,7 @@ What this cannot see: a claim that reuses a cue's words but inverts them ("[P1] 
 louder …") counts as supported, and a claim whose only content is an emotion label ("[D1] points to joy")
 is unsupported (numbers such as "(joy 0.61)" do count).
 
-**Calibration** (2025-11-25, the embedded all-MiniLM-L6-v2). Cues made with the project's own code: 80 MELD dev
+**Calibration** (2026-11-25, the embedded all-MiniLM-L6-v2; `scripts/calibrate_faithfulness.py`). Cues made with the project's own code: 80 MELD dev
 utterances as T-cues; P-cues from ``cues.prosody.describe`` on measurements sampled from 4 profiles (excited,
 subdued, plain, sharp); F-cues from ``cues.face.describe`` on AUs sampled from 5 profiles (smile, frown,
 startle, downcast, blank), half with the main-face prefix; D-cues in the pipeline's "context model over N
