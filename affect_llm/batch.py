@@ -16,9 +16,8 @@ settings; another command cannot resume into the same file.
 **Engines**:
 
 - ``local`` with ``workers=0``: one process does everything, item after item;
-- ``local`` with ``workers=N``: N worker processes extract the cues (decoding, ASR, prosody, faces, the
-  context model: :meth:`Pipeline.gather`) while the main process runs the LLM (:meth:`Pipeline.reason`) on
-  whatever is ready — cue extraction of the next items overlaps the LLM work of the current one;
+- ``local`` with ``workers=N``: N spawned processes, each a whole pipeline on its share of the cores, take the
+  items in turn; the main process only writes;
 - ``ray``: Ray Data streams the items through actors that each hold a pipeline (``ray.init()`` starts a local
   cluster unless ``ray_address`` names one); the driver writes the records as they arrive, the same way.
 """
@@ -46,7 +45,7 @@ Engine = Literal["local", "ray"]
 @dataclass
 class BatchOptions:
     engine: Engine = "local"
-    workers: int = 0  # local: cue-extraction processes (0 = all in this process); ray: actors (0 = 1)
+    workers: int = 0  # local: pipeline processes (0 = all in this process); ray: actors (0 = 1)
     ray_address: str | None = None  # None: a local Ray instance; "auto" or "ray://host:port": a cluster
     explain: bool = True
     explain_ids: set[str] | None = None  # explain only these ids (None: all, when ``explain``)
@@ -219,7 +218,7 @@ def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = Non
     if opts.engine == "ray":
         produce = _ray_engine(todo, config, opts)
     elif opts.engine == "local" and opts.workers > 0 and todo:
-        produce = _process_engine(todo, config, opts, pipeline)
+        produce = _process_engine(todo, config, opts)
     elif opts.engine == "local":
         produce = _inline_engine(todo, config, opts, pipeline)
     else:
@@ -264,72 +263,58 @@ def _inline_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -
 
 
 _WORKER_PIPE = None
+_WORKER_EXPLAIN: BatchOptions | None = None
 
 
-def _worker_init(config_json: str) -> None:
-    """A cue-extraction worker: a pipeline whose stages run on one thread each (the processes are the
-    parallelism); the LLM is never loaded here."""
-    global _WORKER_PIPE
+def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: list[str] | None) -> None:
+    """A worker process: its own pipeline, its share of the cores (``threads`` for torch and the ASR)."""
+    global _WORKER_PIPE, _WORKER_EXPLAIN
     import torch
 
     from .config import PipelineConfig
     from .pipeline import Pipeline
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     cfg = PipelineConfig.model_validate_json(config_json)
-    cfg.speech.cpu_threads = 1
+    cfg.speech.cpu_threads = threads
+    cfg.reasoner.threads = threads
     _WORKER_PIPE = Pipeline(cfg)
+    _WORKER_EXPLAIN = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
 
 
-def _worker_gather(blob: bytes) -> bytes:
-    from .pipeline import Timer
-
+def _worker_analyze(blob: bytes) -> dict:
     item: EvalItem = pickle.loads(blob)
-    timer, t0 = Timer(), time.perf_counter()
-    try:
-        name, gathered = _gather(_WORKER_PIPE, item, timer)
-        return pickle.dumps(("ok", item.id, name, gathered, timer, time.perf_counter() - t0))
-    except Exception as e:
-        return pickle.dumps(("error", item.id, error_record(item, e)))
+    return analyze_item(_WORKER_PIPE, item, _WORKER_EXPLAIN.explains(item.id))
 
 
-def _process_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -> Iterator[dict]:
+def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
+    """``opts.workers`` spawned processes, each a whole pipeline on its share of the cores; measured on 2 cores,
+    two one-thread pipelines side by side do more than one two-thread pipeline (README, Batch)."""
     import multiprocessing as mp
 
-    from .pipeline import Pipeline
-
-    pipe = pipeline or Pipeline(config)
-    pipe.preload_reasoner()
-    by_id = {x.id: x for x in todo}
+    threads = max(1, (os.cpu_count() or 1) // opts.workers)
     ctx = mp.get_context("spawn")  # torch and MediaPipe do not survive fork
     pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(config.model_dump_json(),))  # fmt: skip
-    pending: set[Future] = set()
+                               initargs=(config.model_dump_json(), threads, opts.explain,
+                                         sorted(opts.explain_ids) if opts.explain_ids is not None else None))  # fmt: skip
+    by_future: dict[Future, EvalItem] = {}
     queue = iter(todo)
     finished_all = False
     try:
-        for item in queue:  # keep 2 items per worker in flight: bounded memory, workers never idle
-            pending.add(pool.submit(_worker_gather, pickle.dumps(item)))
-            if len(pending) >= 2 * opts.workers:
+        for item in queue:  # two items per worker in flight: bounded memory, workers never idle
+            by_future[pool.submit(_worker_analyze, pickle.dumps(item))] = item
+            if len(by_future) >= 2 * opts.workers:
                 break
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while by_future:
+            finished, _ = wait(set(by_future), return_when=FIRST_COMPLETED)
             for fut in finished:
+                item = by_future.pop(fut)
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(pool.submit(_worker_gather, pickle.dumps(nxt)))
-                got = pickle.loads(fut.result())
-                if got[0] == "error":
-                    yield got[2]
-                    continue
-                _, item_id, name, gathered, timer, gather_s = got
-                item = by_id[item_id]
+                    by_future[pool.submit(_worker_analyze, pickle.dumps(nxt))] = nxt
                 try:
-                    t0 = time.perf_counter()
-                    a = pipe.reason(name, *gathered, explain=opts.explains(item_id), timer=timer, started=t0)
-                    a.timings["total"] = round(gather_s + time.perf_counter() - t0, 4)
-                    yield record(item, a)
-                except Exception as e:
+                    yield fut.result()
+                except Exception as e:  # the worker process itself died (out of memory, a native crash)
                     yield error_record(item, e)
         finished_all = True
     finally:  # done: let the workers exit cleanly; interrupted: do not wait for the items in flight

@@ -26,7 +26,8 @@ def main() -> None:
     ap.add_argument("--csv", default=str(REPO.parent / "shared" / "data" / "meld" / "dev_sent_emo.csv"))
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--engines", default="local,ray")
-    ap.add_argument("--workers", type=int, default=1, help="Ray actors")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="local: pipeline processes (default 0: one process); ray: actors (default 1)")
     ap.add_argument("--no-explain", action="store_true")
     args = ap.parse_args()
 
@@ -37,8 +38,8 @@ def main() -> None:
             out = Path(tmp) / "r.jsonl"
             cmd = [sys.executable, "-m", "affect_llm.cli", "batch", args.csv, "--out", str(out),
                    "--limit", str(args.limit), "--engine", engine]  # fmt: skip
-            if engine == "ray":
-                cmd += ["--workers", str(args.workers)]
+            workers = args.workers if args.workers is not None else (1 if engine == "ray" else 0)
+            cmd += ["--workers", str(workers)]
             if args.no_explain:
                 cmd.append("--no-explain")
             t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def main() -> None:
                     if k != "total":
                         stages[k] = stages.get(k, 0.0) + v
             rate = len(recs) / wall
-            print(f"{engine:>6}: {len(recs)} items in {wall:.1f} s wall = {rate:.3f} items/s ({errors} errors); "
+            print(f"{engine:>6} ({workers} workers): {len(recs)} items in {wall:.1f} s wall = {rate:.3f} items/s ({errors} errors); "
                   f"2,610 items would take {2610 / rate / 60:.0f} min")  # fmt: skip
             top = sorted(stages.items(), key=lambda kv: -kv[1])[:6]
             print("        seconds per item: " + ", ".join(f"{k} {v / len(recs):.2f}" for k, v in top))
