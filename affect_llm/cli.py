@@ -499,6 +499,37 @@ def batch(
         _fail(e)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="AFFECT_LLM_API_KEY", help="require this bearer key"),
+    media_root: Optional[Path] = typer.Option(None, "--media-root", help="allow media paths (and file: URLs) under DIR"),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="larger request bodies get 413"),
+    max_concurrency: int = typer.Option(4, "--max-concurrency", help="more requests at once get 429"),
+    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
+    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
+) -> None:
+    """An OpenAI-compatible endpoint: /v1/chat/completions (text or media in, the explanation and an `affect`
+    field out), /v1/models, /health."""
+    try:
+        from .config import PipelineConfig
+        from .server import ServeOptions
+        from .server import serve as run_server
+
+        cfg = PipelineConfig.model_validate({"face": {"enabled": not no_face},
+                                             "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter}})  # fmt: skip
+        opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
+                            max_concurrency=max_concurrency)  # fmt: skip
+        err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")
+        run_server(opts, config=cfg)
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
 @eval_app.command("compare")
 def eval_compare(
     run_a: Path = typer.Argument(..., help="a run folder (or its metrics.json)"),

@@ -1,0 +1,336 @@
+"""An OpenAI-compatible endpoint over the pipeline: ``affect-llm serve`` (FastAPI + uvicorn).
+
+- ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``.
+- The first user message holds the clip or the text: content parts ``{"type": "text"}``, ``{"type":
+  "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}``, ``{"type": "video_url", "video_url":
+  {"url": "data:video/mp4;base64,…" | a path under --media-root}}`` or ``{"type": "file", "file": {"file_data":
+  "data:…", "filename": …}}``. Its analysis is the reply: the message content is the explanation, and the label,
+  probabilities, cues and missing modalities come in the response's ``affect`` field (with ``response_format:
+  {"type": "json_object"}`` the content is that JSON). Later user turns ask about the same clip: the answer is
+  the content, the first turn's analysis stays in ``affect`` (analyses are cached by content, so a follow-up does
+  not analyse the clip again).
+- ``stream: true`` sends the reply as server-sent ``chat.completion.chunk`` events (the text is generated whole,
+  then sent in word-sized chunks), ending with ``data: [DONE]``.
+- Safety: binds 127.0.0.1 by default; optional API key (``Authorization: Bearer KEY``); media paths only under
+  ``--media-root`` (resolved, so ``../`` and symlinks out of it are refused); ``file:`` URLs likewise; http(s)
+  media URLs off; request bodies over ``--max-body-mb`` → 413; more than ``--max-concurrency`` requests at once
+  → 429 with ``Retry-After``; every error in OpenAI's error schema, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from fastapi import Request  # noqa: TC002  (FastAPI reads the endpoint annotations at run time)
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import AffectLLMError, InputError, MediaError
+
+MODEL_ID = "affect-llm"
+
+
+class ServeOptions(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: Optional[str] = None
+    media_root: Optional[Path] = Field(None, description="media paths and file: URLs are allowed only under this")
+    allow_http: bool = False
+    max_body_mb: float = 64.0
+    max_concurrency: int = Field(4, ge=1, description="requests in progress at once; more get 429")
+    cache_size: int = 32
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = MODEL_ID
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    response_format: Optional[dict[str, Any]] = None
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers or {}
+
+
+def _error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# -- media in a message --------------------------------------------------------------------------------------
+
+
+def _text_of(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+
+
+def _media_parts(content) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if p.get("type") in ("input_audio", "video_url", "file", "image_url")]
+
+
+class MediaResolver:
+    """Turns a content part into a local file (decoded ``data:`` URLs go to a temporary file)."""
+
+    def __init__(self, opts: ServeOptions, tmp: Path):
+        self.opts = opts
+        self.tmp = tmp
+
+    def resolve(self, part: dict[str, Any]) -> Path:
+        kind = part.get("type")
+        if kind == "input_audio":
+            a = part.get("input_audio") or {}
+            return self._write(self._b64(a.get("data")), "." + str(a.get("format") or "wav").lstrip("."))
+        if kind == "video_url":
+            return self._url(str((part.get("video_url") or {}).get("url") or ""))
+        if kind == "file":
+            f = part.get("file") or {}
+            if f.get("file_data"):
+                data = str(f["file_data"])
+                return self._url(data) if data.startswith("data:") else self._write(self._b64(data),
+                                                                                     Path(str(f.get("filename") or "x.bin")).suffix)  # fmt: skip
+            raise APIError(400, "a file part needs file_data (a data: URL or base64); file ids are not supported")
+        raise APIError(400, f"content part type {kind!r} is not supported (text, input_audio, video_url, file)")
+
+    def _b64(self, data) -> bytes:
+        if not isinstance(data, str) or not data:
+            raise APIError(400, "media data is empty")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, "media data is not valid base64") from None
+
+    def _write(self, raw: bytes, suffix: str) -> Path:
+        if not raw:
+            raise APIError(400, "media data is empty")
+        name = hashlib.sha256(raw).hexdigest()[:24] + (suffix if len(suffix) <= 8 else "")
+        path = self.tmp / name
+        if not path.exists():
+            path.write_bytes(raw)
+        return path
+
+    def _url(self, url: str) -> Path:
+        if url.startswith("data:"):
+            head, _, data = url.partition(",")
+            if ";base64" not in head:
+                raise APIError(400, "a data: URL must be base64-encoded")
+            mime = head[5:].split(";")[0]
+            suffix = {"video/mp4": ".mp4", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/flac": ".flac",
+                      "audio/mpeg": ".mp3", "video/webm": ".webm", "video/quicktime": ".mov"}.get(mime, ".bin")  # fmt: skip
+            return self._write(self._b64(data), suffix)
+        if url.startswith(("http://", "https://")):
+            raise APIError(400, "http(s) media URLs are off on this server (send the media as a data: URL)",
+                           code="url_not_allowed")  # fmt: skip
+        path = url[len("file://"):] if url.startswith("file://") else url
+        return self._local(path)
+
+    def _local(self, path: str) -> Path:
+        root = self.opts.media_root
+        if root is None:
+            raise APIError(403, "media paths are off on this server (start it with --media-root DIR)",
+                           type_="permission_error", code="path_not_allowed")  # fmt: skip
+        base = root.resolve()
+        p = Path(path)
+        target = (p if p.is_absolute() else base / p).resolve()
+        if target != base and base not in target.parents:
+            raise APIError(403, f"{path}: outside the media root", type_="permission_error", code="path_not_allowed")
+        if not target.is_file():
+            raise APIError(404, f"{path}: no such file under the media root", code="not_found")
+        return target
+
+
+# -- the app ---------------------------------------------------------------------------------------------
+
+
+def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
+    """The FastAPI app. ``pipeline``: a :class:`~affect_llm.pipeline.Pipeline` (default: one from ``config``)."""
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+
+    opts = opts or ServeOptions()
+    app = FastAPI(title="affect-llm", docs_url=None, redoc_url=None, openapi_url=None)
+    state: dict[str, Any] = {"pipe": pipeline, "busy": 0}
+    lock = threading.Lock()  # one request uses the models at a time; the others wait their turn (up to the limit)
+    cache: OrderedDict[str, Any] = OrderedDict()
+    tmp = Path(tempfile.mkdtemp(prefix="affect-llm-serve-"))
+    resolver = MediaResolver(opts, tmp)
+    max_body = int(opts.max_body_mb * 1024 * 1024)
+
+    def pipe():
+        if state["pipe"] is None:
+            from .pipeline import Pipeline
+
+            state["pipe"] = Pipeline(config)
+        return state["pipe"]
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError):
+        return JSONResponse(_error_body(e.message, e.type, e.code), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return JSONResponse(_error_body(f"invalid request: {where}: {first.get('msg', 'malformed')}",
+                                        "invalid_request_error", "invalid_request", where or None), status_code=400)  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception):
+        return JSONResponse(_error_body(f"internal error: {type(e).__name__}", "server_error"), status_code=500)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        if opts.api_key and request.url.path.startswith("/v1/"):
+            if request.headers.get("authorization", "") != f"Bearer {opts.api_key}":
+                return JSONResponse(_error_body("invalid API key", "invalid_request_error", "invalid_api_key"),
+                                    status_code=401)  # fmt: skip
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            return JSONResponse(_error_body(f"request body over {opts.max_body_mb:g} MB", "invalid_request_error",
+                                            "request_too_large"), status_code=413)  # fmt: skip
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models_loaded": state["pipe"] is not None, "busy": state["busy"]}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "affect-llm"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.body()
+        if len(body) > max_body:
+            raise APIError(413, f"request body over {opts.max_body_mb:g} MB", code="request_too_large")
+        try:
+            req = ChatRequest.model_validate_json(body)
+        except ValueError as e:
+            msg = " ".join(str(e).split())[:300]
+            raise APIError(400, f"invalid request: {msg}", code="invalid_request") from None
+        if state["busy"] >= opts.max_concurrency:
+            raise APIError(429, "the server is busy; retry shortly", type_="rate_limit_error", code="busy",
+                           headers={"Retry-After": "1"})  # fmt: skip
+        state["busy"] += 1
+        try:
+            analysis, answer = await run_in_threadpool(_respond, req)
+        finally:
+            state["busy"] -= 1
+        affect = _affect(analysis)
+        as_json = (req.response_format or {}).get("type") == "json_object"
+        content = json.dumps({**affect, "answer": answer}) if as_json else answer
+        rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+        if req.stream:
+            return StreamingResponse(_sse(rid, created, content, affect), media_type="text/event-stream")
+        return {"id": rid, "object": "chat.completion", "created": created, "model": MODEL_ID,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": len(content.split()),
+                          "total_tokens": len(content.split())},
+                "affect": affect}  # fmt: skip
+
+    def _respond(req: ChatRequest):
+        users = [i for i, m in enumerate(req.messages) if m.role == "user"]
+        if not users:
+            raise APIError(400, "no user message", code="invalid_request")
+        first = req.messages[users[0]]
+        parts = _media_parts(first.content)
+        if len(parts) > 1:
+            raise APIError(400, "one clip per conversation (the first user message holds it)")
+        text = _text_of(first.content).strip()
+        source = resolver.resolve(parts[0]) if parts else None
+        if source is None and not text:
+            raise APIError(400, "the first user message has neither media nor text", code="invalid_request")
+        key = hashlib.sha256((str(source) if source else "text:" + text).encode()).hexdigest()
+        with lock:
+            analysis = cache.get(key)
+            try:
+                if analysis is None:
+                    analysis = pipe().analyze(source) if source else pipe().analyze(text=text)
+                    cache[key] = analysis
+                    while len(cache) > opts.cache_size:
+                        cache.popitem(last=False)
+                cache.move_to_end(key)
+                if len(users) == 1:
+                    return analysis, analysis.explanation
+                history, turns = [], req.messages[users[0] + 1 :]
+                question, pending = "", None
+                for m in turns:
+                    if m.role == "user":
+                        pending = _text_of(m.content).strip()
+                    elif m.role == "assistant" and pending is not None:
+                        history.append((pending, _text_of(m.content)))
+                        pending = None
+                question = pending or ""
+                if not question:
+                    raise APIError(400, "the last message must be a user question", code="invalid_request")
+                return analysis, pipe().chat(analysis, history, question)
+            except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
+                msg = e.one_line().replace(str(source), "the uploaded media") if source and tmp in source.parents \
+                    else e.one_line()
+                raise APIError(400, msg, code=type(e).__name__) from None
+            except AffectLLMError as e:
+                raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
+
+    return app
+
+
+def _affect(a) -> dict[str, Any]:
+    return {
+        "label": a.label,
+        "probabilities": a.probabilities,
+        "distributions": a.distributions,
+        "explanation": a.explanation,
+        "cited_cues": a.cited_cues,
+        "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in a.cues],
+        "transcript": a.transcript.text if a.transcript else None,
+        "missing_modalities": [m.value for m in a.missing_modalities],
+        "notes": a.notes,
+    }
+
+
+async def _sse(rid: str, created: int, content: str, affect: dict):
+    def chunk(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **(extra or {})}  # fmt: skip
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    words = content.split(" ")
+    for i, w in enumerate(words):
+        yield chunk({"content": w + (" " if i < len(words) - 1 else "")})
+        await asyncio.sleep(0)
+    yield chunk({}, "stop", {"affect": affect})
+    yield "data: [DONE]\n\n"
+
+
+def serve(opts: ServeOptions, config=None) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(opts, config=config), host=opts.host, port=opts.port, log_level="warning")

@@ -1,0 +1,151 @@
+"""`affect-llm serve`: the real `openai` client against a running server (uvicorn in a thread), media as data:
+URLs and paths under the media root, refusals, limits and errors in OpenAI's schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from affect_llm.server import ServeOptions, create_app
+from tests._synth import shared_media
+
+pytestmark = pytest.mark.slow
+
+KEY = "test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("media")
+    shutil.copy(shared_media() / "jfk.flac", root / "jfk.flac")
+    (root.parent / "secret.txt").write_text("not media")
+    opts = ServeOptions(port=_free_port(), api_key=KEY, media_root=root, max_body_mb=4, max_concurrency=2)
+    from affect_llm.config import PipelineConfig
+
+    app = create_app(opts, config=PipelineConfig.model_validate({"face": {"enabled": False}}))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=opts.port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{opts.port}", root
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def test_models_health_and_the_api_key(server, client):
+    assert [m.id for m in client.models.list().data] == ["affect-llm"]
+    assert httpx.get(server[0] + "/health").json()["status"] == "ok"
+    r = httpx.get(server[0] + "/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_text_then_a_follow_up_about_it(client):
+    said = "I can't believe you did this to me. Get out of my house!"
+    r = client.chat.completions.create(model="affect-llm", messages=[{"role": "user", "content": said}])
+    affect = r.model_extra["affect"]
+    assert affect["label"] in affect["probabilities"] and r.choices[0].message.content == affect["explanation"]
+    assert affect["cues"][0]["id"] == "T1" and abs(sum(affect["probabilities"].values()) - 1) < 1e-6
+    r2 = client.chat.completions.create(model="affect-llm", messages=[
+        {"role": "user", "content": said},
+        {"role": "assistant", "content": r.choices[0].message.content},
+        {"role": "user", "content": "Which words show it?"},
+    ])  # fmt: skip
+    assert r2.choices[0].message.content and r2.model_extra["affect"]["label"] == affect["label"]
+
+
+def test_audio_as_base64_and_json_output(client):
+    data = base64.b64encode((shared_media() / "jfk.flac").read_bytes()).decode()
+    r = client.chat.completions.create(model="affect-llm", response_format={"type": "json_object"}, messages=[
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data, "format": "flac"}}]}])  # fmt: skip
+    body = json.loads(r.choices[0].message.content)
+    assert "ask not" in body["transcript"] and body["label"] in body["probabilities"]
+    assert "face" in body["missing_modalities"]
+
+
+def test_paths_only_under_the_media_root(server, client):
+    from openai import NotFoundError, PermissionDeniedError
+
+    part = lambda url: [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}}]}]  # noqa: E731
+    r = client.chat.completions.create(model="affect-llm", messages=part("jfk.flac"))
+    assert "ask not" in r.model_extra["affect"]["transcript"]
+    for bad in ("../secret.txt", "../../etc/passwd", f"file://{server[1].parent}/secret.txt", "/etc/passwd"):
+        with pytest.raises(PermissionDeniedError) as e:
+            client.chat.completions.create(model="affect-llm", messages=part(bad))
+        assert "outside the media root" in str(e.value)
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="affect-llm", messages=part("missing.mp4"))
+
+
+def test_refusals_and_errors_in_openai_schema(server, client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="affect-llm", messages=[{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "https://example.com/a.mp4"}}]}])  # fmt: skip
+    assert "http(s) media URLs are off" in str(e.value)
+    h = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    url = server[0] + "/v1/chat/completions"
+    for body in (b"{not json", b'{"messages": []}', b'{"messages": [{"role": "robot", "content": "x"}]}'):
+        r = httpx.post(url, content=body, headers=h)
+        assert r.status_code == 400 and set(r.json()["error"]) >= {"message", "type", "code"}
+        assert "Traceback" not in r.text
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}]})
+    r = httpx.post(url, content=big, headers=h)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    bad_media = [{"role": "user", "content": [{"type": "input_audio", "input_audio": {
+        "data": base64.b64encode(b"not audio at all").decode(), "format": "wav"}}]}]  # fmt: skip
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="affect-llm", messages=bad_media)
+    assert e.value.code == "MediaError" and "the uploaded media: not a readable media file" in str(e.value)
+    assert "/tmp" not in str(e.value)
+
+
+def test_streaming(client):
+    chunks = list(client.chat.completions.create(model="affect-llm", stream=True,
+                                                 messages=[{"role": "user", "content": "We won the game!"}]))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop" and text
+    assert text == chunks[-1].model_extra["affect"]["explanation"]
+
+
+def test_too_many_at_once_get_429_with_retry_after(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    url = server[0] + "/v1/chat/completions"
+    texts = [f"Message number {i}: I am thrilled!" for i in range(6)]  # distinct: no cache hits
+
+    def post(t, out):
+        out.append(httpx.post(url, json={"messages": [{"role": "user", "content": t}]}, headers=h, timeout=300))
+
+    got: list[httpx.Response] = []
+    threads = [threading.Thread(target=post, args=(t, got)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.status_code for r in got)
+    assert codes.count(200) >= 2 and 429 in codes and set(codes) <= {200, 429}
+    refused = next(r for r in got if r.status_code == 429)
+    assert refused.headers["Retry-After"] == "1" and refused.json()["error"]["type"] == "rate_limit_error"
