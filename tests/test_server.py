@@ -149,3 +149,14 @@ def test_too_many_at_once_get_429_with_retry_after(server):
     assert codes.count(200) >= 2 and 429 in codes and set(codes) <= {200, 429}
     refused = next(r for r in got if r.status_code == 429)
     assert refused.headers["Retry-After"] == "1" and refused.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_langchains_openai_chat_model_works_unmodified(server, client):
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(base_url=server[0] + "/v1", api_key=KEY, model="affect-llm", max_retries=0, timeout=300)
+    said = "You forgot my birthday again. I'm so hurt."
+    reply = chat.invoke(said)
+    direct = client.chat.completions.create(model="affect-llm", messages=[{"role": "user", "content": said}])
+    assert reply.content and reply.content == direct.choices[0].message.content

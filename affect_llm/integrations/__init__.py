@@ -1,0 +1,1 @@
+"""Integrations with other libraries (imported on their own: each needs its library installed)."""

@@ -1,0 +1,36 @@
+"""The LangChain Runnable over the pipeline, composed in an LCEL chain."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.runnables import RunnableLambda  # noqa: E402
+
+from affect_llm.config import MELD_LABELS  # noqa: E402
+from affect_llm.errors import InputError  # noqa: E402
+from affect_llm.integrations.langchain import AffectAnalyzer  # noqa: E402
+from tests._synth import shared_media  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from affect_llm.config import PipelineConfig
+
+    return AffectAnalyzer(config=PipelineConfig.model_validate({"face": {"enabled": False}}))
+
+
+def test_runnable_on_text_media_and_in_a_chain(analyzer):
+    a = analyzer.invoke({"text": "We won the final! I can't stop smiling!", "context": "Coach: Final whistle!"})
+    assert a["label"] in MELD_LABELS and a["explanation"] and a["cues"][0]["id"] == "T1"
+    assert a["distributions"]["context"] and abs(sum(a["probabilities"].values()) - 1) < 1e-6
+    chain = analyzer | RunnableLambda(lambda x: (x["label"], x["transcript"]["text"]))
+    label, said = chain.invoke(str(shared_media() / "jfk.flac"))
+    assert label in MELD_LABELS and "ask not" in said
+    many = analyzer.batch([{"text": "I hate this.", "explain": False}, {"text": "Thank you so much!", "explain": False}])
+    assert [x["explanation"] for x in many] == ["", ""] and all(x["label"] in MELD_LABELS for x in many)
+    with pytest.raises(InputError):
+        analyzer.invoke({"media": "a.mp4", "text": "both"})
