@@ -160,3 +160,20 @@ def test_langchains_openai_chat_model_works_unmodified(server, client):
     reply = chat.invoke(said)
     direct = client.chat.completions.create(model="affect-llm", messages=[{"role": "user", "content": said}])
     assert reply.content and reply.content == direct.choices[0].message.content
+
+
+def test_fifty_concurrent_requests_mixing_text_and_media_all_answered(server):
+    """scripts/load_test.py's client: 50 requests at once over 5 distinct inputs (4 texts and jfk.flac as
+    base64); the server admits 2 at a time, the rest get 429 + Retry-After and come back; none fails."""
+    import asyncio
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("load_test", REPO / "scripts" / "load_test.py")
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    res = asyncio.run(load_test.run_load(server[0], n=50, distinct=5, media=shared_media() / "jfk.flac",
+                                         api_key=KEY))  # fmt: skip
+    assert res["errors"] == 0, res["first_errors"]
+    assert res["n"] == 50 and res["p95_s"] >= res["p50_s"] > 0
