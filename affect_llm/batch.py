@@ -116,30 +116,11 @@ def load_inputs(path: str | Path, *, media_dir: str | Path | None = None, limit:
 
 
 def _manifest(p: Path, media_dir: Path | None) -> EvalSet:
-    """A JSONL manifest; ``path`` is an alias of the evaluation JSONL's ``media``."""
+    """A JSONL manifest: the evaluation JSONL format, whose reader takes ``path`` for ``media``."""
     from .evaluation.datasets import load_eval_set
 
-    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
-    fixed = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            o = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p}:{n}: not JSON ({e.msg})") from None
-        if isinstance(o, dict) and "path" in o and "media" not in o:
-            o["media"] = o.pop("path")
-        fixed.append(json.dumps(o))
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.manifest")
-    try:
-        tmp.write_text("\n".join(fixed) + "\n")
-        es = load_eval_set("jsonl", tmp, media_dir=media_dir or p.parent)
-    except InputError as e:
-        raise InputError(str(e).replace(str(tmp), str(p))) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    es.name, es.source = "manifest", str(p)
+    es = load_eval_set("jsonl", p, media_dir=media_dir)
+    es.name = "manifest"
     return es
 
 
@@ -147,22 +128,11 @@ def _manifest(p: Path, media_dir: Path | None) -> EvalSet:
 
 
 def record(item: EvalItem, a: Analysis) -> dict[str, Any]:
-    """What a batch keeps of an analysis: enough to score it and to read why (the cues the explanation used)."""
-    return {
-        "id": item.id,
-        "label": a.label,
-        "probabilities": {k: round(v, 6) for k, v in a.probabilities.items()},
-        "distributions": {m: {k: round(v, 6) for k, v in d.items()} for m, d in a.distributions.items()},
-        "explanation": a.explanation,
-        "cited_cues": a.cited_cues,
-        "uncited_ids": a.uncited_ids,
-        "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in a.cues],
-        "transcript": a.transcript.text if a.transcript else None,
-        "missing_modalities": [m.value for m in a.missing_modalities],
-        "notes": a.notes,
-        "timings": a.timings,
-        "error": None,
-    }
+    """What a batch keeps of an analysis (:meth:`Analysis.summary`, probabilities to 6 decimals)."""
+    rec = {"id": item.id, **a.summary(), "error": None}
+    rec["probabilities"] = {k: round(v, 6) for k, v in a.probabilities.items()}
+    rec["distributions"] = {m: {k: round(v, 6) for k, v in d.items()} for m, d in a.distributions.items()}
+    return rec
 
 
 def error_record(item: EvalItem, e: BaseException) -> dict[str, Any]:

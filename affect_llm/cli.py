@@ -36,6 +36,15 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+def _off(value: str) -> str | None:
+    """A model option's value, or None for ``none`` (any case)."""
+    return None if value.lower() == "none" else value
+
+
+def _modalities(value: str | None) -> list[str] | None:
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
 def _fail(e: BaseException) -> None:
     from pydantic import ValidationError
 
@@ -109,19 +118,19 @@ def chat(
                 "face": {"enabled": not no_face, "fps": face_fps},
                 "scene": {"model": clip},
                 "context": {
-                    "model": None if context_model.lower() == "none" else context_model,
-                    "fusion": None if fusion.lower() == "none" else fusion,
+                    "model": _off(context_model),
+                    "fusion": _off(fusion),
                     "speaker": speaker,
                 },
                 "reasoner": {
                     **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
                     "model": llm,
-                    "adapter": None if adapter.lower() == "none" else adapter,
+                    "adapter": _off(adapter),
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
                 },
-                "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
+                "modalities": _modalities(modalities),
             }
         )
         pipe = Pipeline(cfg)
@@ -410,11 +419,11 @@ def eval_run(
         if predictions is None:
             cfg = PipelineConfig.model_validate({
                 "scene": {"model": clip},
-                "context": {"model": None if cm.lower() == "none" else cm,
-                            "fusion": None if fusion.lower() == "none" else fusion},
-                "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter,
+                "context": {"model": _off(cm),
+                            "fusion": _off(fusion)},
+                "reasoner": {"model": llm, "adapter": _off(adapter),
                              **({"labels": dataset_labels(name)} if name in DATASETS else {})},
-                "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
+                "modalities": _modalities(modalities),
             })  # fmt: skip
         run_dir = out_dir or Path("runs") / (f"{name}-{split}" if split else name)
         m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
@@ -480,12 +489,12 @@ def batch(
         cfg = PipelineConfig.model_validate({
             "face": {"enabled": not no_face},
             "scene": {"model": clip},
-            "context": {"model": None if cm.lower() == "none" else cm,
-                        "fusion": None if fusion.lower() == "none" else fusion},
-            "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter,
+            "context": {"model": _off(cm),
+                        "fusion": _off(fusion)},
+            "reasoner": {"model": llm, "adapter": _off(adapter),
                          **({"labels": dataset_labels(name)} if name and not labels else {}),
                          **({"labels": labels.split(",")} if labels else {})},
-            "modalities": [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
+            "modalities": _modalities(modalities),
         })  # fmt: skip
         prepare(out_file, {"source": str(source), "media_dir": str(media_dir) if media_dir else None, "limit": limit,
                            "explain": not no_explain, "config": cfg.model_dump(mode="json")})  # fmt: skip
@@ -519,7 +528,7 @@ def serve(
         from .server import serve as run_server
 
         cfg = PipelineConfig.model_validate({"face": {"enabled": not no_face},
-                                             "reasoner": {"model": llm, "adapter": None if adapter.lower() == "none" else adapter}})  # fmt: skip
+                                             "reasoner": {"model": llm, "adapter": _off(adapter)}})  # fmt: skip
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
                             max_concurrency=max_concurrency)  # fmt: skip
         err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")

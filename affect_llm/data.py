@@ -145,6 +145,20 @@ def _group(rows, key, speaker, prefix, uid, labels) -> list[Dialogue]:
     return list(out.values())
 
 
+def jsonl_values(text: str, path: str | Path) -> list[tuple[int, object]]:
+    """(line number, parsed value) of every non-blank line of a JSONL text; a line that is not JSON is an
+    :class:`InputError` naming ``path:line``."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+    return out
+
+
 def read_dialogue(path: str | Path) -> Dialogue:
     """A single dialogue given as context: JSONL (one ``{"speaker": ..., "text": ...}`` per line, ``label``
     optional) or a MELD/EmoryNLP-style CSV (columns ``Speaker``, ``Utterance``; all rows are one dialogue)."""
@@ -159,13 +173,7 @@ def read_dialogue(path: str | Path) -> Dialogue:
                           label=(r.get("Emotion") or "").strip().lower() or None) for r in rows]  # fmt: skip
     else:
         utts = []
-        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p}:{n}: not JSON ({e.msg})") from None
+        for n, obj in jsonl_values(p.read_text(encoding="utf-8", errors="replace"), p):
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 raise InputError(f'{p}:{n}: expected {{"speaker": ..., "text": ...}}')
             utts.append(Utterance(speaker=str(obj.get("speaker") or "unknown"), text=normalize(obj["text"]),

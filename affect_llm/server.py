@@ -5,7 +5,7 @@
   "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}``, ``{"type": "video_url", "video_url":
   {"url": "data:video/mp4;base64,…" | a path under --media-root}}`` or ``{"type": "file", "file": {"file_data":
   "data:…", "filename": …}}``. Its analysis is the reply: the message content is the explanation, and the label,
-  probabilities, cues and missing modalities come in the response's ``affect`` field (with ``response_format:
+  probabilities, cues and missing modalities come in the response's ``affect`` field (:meth:`Analysis.summary`) (with ``response_format:
   {"type": "json_object"}`` the content is that JSON). Later user turns ask about the same clip: the answer is
   the content, the first turn's analysis stays in ``affect`` (analyses are cached by content, so a follow-up does
   not analyse the clip again).
@@ -242,7 +242,7 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             analysis, answer = await run_in_threadpool(_respond, req)
         finally:
             state["busy"] -= 1
-        affect = _affect(analysis)
+        affect = analysis.summary()
         as_json = (req.response_format or {}).get("type") == "json_object"
         content = json.dumps({**affect, "answer": answer}) if as_json else answer
         rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
@@ -299,20 +299,6 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                 raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
 
     return app
-
-
-def _affect(a) -> dict[str, Any]:
-    return {
-        "label": a.label,
-        "probabilities": a.probabilities,
-        "distributions": a.distributions,
-        "explanation": a.explanation,
-        "cited_cues": a.cited_cues,
-        "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in a.cues],
-        "transcript": a.transcript.text if a.transcript else None,
-        "missing_modalities": [m.value for m in a.missing_modalities],
-        "notes": a.notes,
-    }
 
 
 async def _sse(rid: str, created: int, content: str, affect: dict):

@@ -119,3 +119,20 @@ class Analysis(BaseModel):
 
     def cue(self, cue_id: str) -> Cue | None:
         return next((c for c in self.cues if c.id == cue_id), None)
+
+    def summary(self) -> dict:
+        """The analysis without the bulky parts (timeline, evidence block, word-level transcript, cue values):
+        what a batch line and the server's ``affect`` field hold."""
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "distributions": self.distributions,
+            "explanation": self.explanation,
+            "cited_cues": self.cited_cues,
+            "uncited_ids": self.uncited_ids,
+            "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in self.cues],
+            "transcript": self.transcript.text if self.transcript else None,
+            "missing_modalities": [m.value for m in self.missing_modalities],
+            "notes": self.notes,
+            "timings": self.timings,
+        }

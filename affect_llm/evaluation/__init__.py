@@ -105,19 +105,19 @@ def evaluate(
         from ..metrics.llm_extractor import LLMExtractor
 
         extract = LLMExtractor(wheel_set)
-    metrics = score_run(es, preds, out, run, wheel_set, embed=embed, extractor=extract)
-    if summary is not None:
-        metrics["run"] = summary.as_dict()
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return score_run(es, preds, out, run, wheel_set, embed=embed, extractor=extract,
+                     run_summary=summary.as_dict() if summary is not None else None)  # fmt: skip
 
 
 def score_run(es: EvalSet, preds: dict[str, Prediction], out: Path, run: dict | None, wheel_set,
-              *, embed: bool = True, extractor=None) -> dict[str, Any]:  # fmt: skip
-    """Score, then write ``metrics.json`` and the reports into ``out``."""
+              *, embed: bool = True, extractor=None, run_summary: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score, then write ``metrics.json`` (with ``run_summary``, this call's run figures, under ``run``) and the
+    reports into ``out``."""
     from .report import write_reports
 
     metrics = score(es, preds, wheels=wheel_set, embed=embed, extractor=extractor)
+    if run_summary is not None:
+        metrics["run"] = run_summary
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_reports(out, metrics, run, _examples(es, preds))
     return metrics

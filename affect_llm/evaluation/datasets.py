@@ -13,7 +13,8 @@ emer-v2     ``emer_v2_reason.csv`` (name, chinese, english) and,    the explanat
             when there, ``ov_merd_openset_gold.csv``
 ov-merd     ``ov_merd_openset_gold.csv`` (name, openset)            the open-vocabulary label set
 jsonl       a file: one ``{id, media | text, label?, labels?,       whatever it holds
-            explanation?, context?, speaker?}`` per line
+            explanation?, context?, speaker?}`` per line (``path``
+            is taken for ``media``)
 ==========  ======================================================  =================================================
 
 MELD and EmoryNLP items are text (each utterance with the dialogue before it as context, as ``chat --text …
@@ -25,11 +26,10 @@ always be scored from a file (``--predictions``).
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import DATASETS, Dialogue, dataset_labels, load_dataset
+from ..data import DATASETS, Dialogue, dataset_labels, jsonl_values, load_dataset
 from ..data import _read_csv as read_csv_rows
 from ..errors import InputError
 from ..textnorm import normalize
@@ -196,15 +196,11 @@ def _jsonl(path: Path, media: Path | None) -> EvalSet:
         raise InputError(f"{path}: --data-dir of the jsonl dataset is the JSONL file itself")
     base = media or path.parent
     items, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            o = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, o in jsonl_values(path.read_text(encoding="utf-8", errors="replace"), path):
+        if isinstance(o, dict) and "media" not in o and "path" in o:  # a batch manifest's name for it
+            o["media"] = o.pop("path")
         if not isinstance(o, dict) or not (isinstance(o.get("text"), str) or isinstance(o.get("media"), str)):
-            raise InputError(f'{path}:{n}: expected {{"id": …, "media" or "text": …}}')
+            raise InputError(f'{path}:{n}: expected {{"id": …, "media" (or "path") or "text": …}}')
         item_id = str(o.get("id") or f"line{n}")
         if item_id in seen:
             raise InputError(f"{path}:{n}: id {item_id!r} appears twice")

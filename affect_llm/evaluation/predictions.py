@@ -6,12 +6,12 @@ column — ``id``, ``name`` or ``names`` — and any of ``label``, ``openset``/`
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import jsonl_values
 from ..errors import InputError
 from ..types import Cue
 
@@ -64,13 +64,7 @@ def read_jsonl_records(path: Path, *, repair: bool = False) -> list[dict]:
                 os.fsync(f.fileno())
         data = data[:cut]
     out = []
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, rec in jsonl_values(data.decode("utf-8", errors="replace"), path):
         if not isinstance(rec, dict) or "id" not in rec:
             raise InputError(f"{path}:{n}: a record needs an 'id'")
         out.append(rec)
