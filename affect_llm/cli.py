@@ -41,6 +41,11 @@ def _off(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _backend(backend: str, vllm_url: str | None) -> dict:
+    """The reasoner's backend options (a URL implies the vLLM backend)."""
+    return {"backend": "vllm" if vllm_url else backend, "vllm_url": vllm_url}
+
+
 def _modalities(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
@@ -76,6 +81,10 @@ def chat(
     llm: str = typer.Option("smollm2-135m", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option(
         "auto", "--adapter", help="reasoner LoRA adapter: auto (the shipped one over its base LLM) | a folder | none"
+    ),
+    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    vllm_url: Optional[str] = typer.Option(
+        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
     ),
     asr: str = typer.Option("whisper-tiny.en", "--asr", help="ASR: registry name, Whisper size, path or HF id"),
     asr_backend: str = typer.Option("auto", "--asr-backend", help="auto | faster-whisper | openai-whisper"),
@@ -126,6 +135,7 @@ def chat(
                     **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
                     "model": llm,
                     "adapter": _off(adapter),
+                    **_backend(backend, vllm_url),
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
@@ -375,6 +385,10 @@ def eval_run(
     ),
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    vllm_url: Optional[str] = typer.Option(
+        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
+    ),
     modalities: Optional[str] = typer.Option(
         None, "--modalities", help="comma-separated subset of speech,prosody,face,scene,text,context (default all)"
     ),
@@ -421,7 +435,7 @@ def eval_run(
                 "scene": {"model": clip},
                 "context": {"model": _off(cm),
                             "fusion": _off(fusion)},
-                "reasoner": {"model": llm, "adapter": _off(adapter),
+                "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url),
                              **({"labels": dataset_labels(name)} if name in DATASETS else {})},
                 "modalities": _modalities(modalities),
             })  # fmt: skip
@@ -469,6 +483,10 @@ def batch(
     no_explain: bool = typer.Option(False, "--no-explain", help="labels only"),
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    vllm_url: Optional[str] = typer.Option(
+        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
+    ),
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: the CSV's, else MELD's)"),
     context_model: Optional[str] = typer.Option(None, "--context-model", help="meld | emorynlp | a folder | none"),
     fusion: str = typer.Option("auto", "--fusion", help="auto | meld | emorynlp | a JSON file | none"),
@@ -491,7 +509,7 @@ def batch(
             "scene": {"model": clip},
             "context": {"model": _off(cm),
                         "fusion": _off(fusion)},
-            "reasoner": {"model": llm, "adapter": _off(adapter),
+            "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url),
                          **({"labels": dataset_labels(name)} if name and not labels else {}),
                          **({"labels": labels.split(",")} if labels else {})},
             "modalities": _modalities(modalities),
@@ -518,6 +536,10 @@ def serve(
     max_concurrency: int = typer.Option(4, "--max-concurrency", help="more requests at once get 429"),
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
+    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    vllm_url: Optional[str] = typer.Option(
+        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
+    ),
     no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
 ) -> None:
     """An OpenAI-compatible endpoint: /v1/chat/completions (text or media in, the explanation and an `affect`
@@ -528,7 +550,8 @@ def serve(
         from .server import serve as run_server
 
         cfg = PipelineConfig.model_validate({"face": {"enabled": not no_face},
-                                             "reasoner": {"model": llm, "adapter": _off(adapter)}})  # fmt: skip
+                                             "reasoner": {"model": llm, "adapter": _off(adapter),
+                                                          **_backend(backend, vllm_url)}})  # fmt: skip
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
                             max_concurrency=max_concurrency)  # fmt: skip
         err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")
@@ -580,6 +603,9 @@ def main() -> None:
     try:
         app()
     except SystemExit as e:
+        vllm = sys.modules.get("affect_llm.llm.vllm")
+        if vllm is not None:
+            vllm.stop_all()  # the vLLM servers this command started
         if "torch" in sys.modules:
             # Everything is written and closed by now; skip the interpreter's teardown of torch, transformers
             # and MediaPipe, which takes ~1.4 s on 2 cores and does nothing a finished command needs.

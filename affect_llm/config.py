@@ -78,6 +78,13 @@ class ReasonerOptions(BaseModel):
     )
     threads: int = Field(0, description="torch threads; 0 = leave torch's default")
     seed: int = 0
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="where the LLM runs: in this process, or on a vLLM OpenAI-compatible server "
+        "(prompts sent as prompt_embeds, the adapter as a LoRA module)"
+    )
+    vllm_url: Optional[str] = Field(
+        None, description="vLLM server to attach to (http://HOST:PORT/v1); None = start one (backend vllm)"
+    )
 
     @field_validator("labels")
     @classmethod

@@ -55,3 +55,9 @@ class InputError(AffectLLMError):
     """Bad arguments or malformed input other than media (empty text, unknown label set, ...)."""
 
     exit_code = 2
+
+
+class BackendError(AffectLLMError):
+    """The LLM backend cannot be reached, will not start, or refused a request (e.g. a vLLM server)."""
+
+    exit_code = 4

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import Any, Literal, Optional
 from fastapi import Request  # noqa: TC002  (FastAPI reads the endpoint annotations at run time)
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import AffectLLMError, InputError, MediaError
+from .errors import AffectLLMError, BackendError, InputError, MediaError
 
 MODEL_ID = "affect-llm"
 
@@ -295,6 +296,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                 msg = e.one_line().replace(str(source), "the uploaded media") if source and tmp in source.parents \
                     else e.one_line()
                 raise APIError(400, msg, code=type(e).__name__) from None
+            except BackendError as e:
+                raise APIError(503, e.one_line(), type_="server_error", code=type(e).__name__) from None
             except AffectLLMError as e:
                 raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
 
@@ -317,6 +320,20 @@ async def _sse(rid: str, created: int, content: str, affect: dict):
 
 
 def serve(opts: ServeOptions, config=None) -> None:
+    """Run the endpoint until interrupted. With the vLLM backend, the vLLM server (when none is given to attach
+    to) is started before this one accepts requests, and stopped after it."""
     import uvicorn
 
-    uvicorn.run(create_app(opts, config=config), host=opts.host, port=opts.port, log_level="warning")
+    pipeline = None
+    if config is not None and config.reasoner.backend == "vllm":
+        from .pipeline import Pipeline
+
+        pipeline = Pipeline(config)
+        pipeline.reasoner()  # starts (or attaches to) the vLLM server now, not on the first request
+    try:
+        uvicorn.run(create_app(opts, pipeline=pipeline, config=config), host=opts.host, port=opts.port,
+                    log_level="warning")  # fmt: skip
+    finally:
+        vllm = sys.modules.get("affect_llm.llm.vllm")
+        if vllm is not None:
+            vllm.stop_all()

@@ -30,3 +30,6 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
 fi
 
 .venv/bin/affect-llm models pull
+
+# the vLLM backend's server, in its own environment (see the script)
+bash scripts/install_vllm.sh

@@ -15,6 +15,7 @@ import logging
 import warnings
 import threading
 from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +23,24 @@ from .. import models
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
 Message = dict[str, str]
+
+
+class LLMBackend(Protocol):
+    """What the reasoner needs of an LLM: this module's :class:`TransformersLM` and
+    :class:`~affect_llm.llm.vllm.VLLMLM` (a vLLM server) both are one."""
+
+    name: str
+    location: str
+    adapter: str | None
+    tokenizer: Any
+
+    def prompt(self, messages: list[Message], soft=None, assistant_prefix: str = "",
+               add_generation_prompt: bool = True) -> Prompt: ...  # fmt: skip
+
+    def score(self, messages: list[Message], continuations: list[str], soft=None) -> np.ndarray: ...
+
+    def generate(self, messages: list[Message], max_new_tokens: int = 96, temperature: float = 0.0, seed: int = 0,
+                 assistant_prefix: str = "", soft=None) -> str: ...  # fmt: skip
 
 
 def cpu_has_bf16() -> bool:

