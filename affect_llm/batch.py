@@ -7,17 +7,18 @@ before it; with ``media_dir``, MELD's clips ``dia{D}_utt{U}.mp4``), a JSONL mani
 files (ids are their paths inside it).
 
 **Output**: one line per input — ``id, label, probabilities, distributions, explanation, cited_cues,
-uncited_ids, cues, transcript, missing_modalities, notes, timings, error``. Each line is appended and
-``fsync``-ed as soon as its item is done, so ``kill -9`` loses at most the items in flight; rerunning the same
+uncited_ids, cues, transcript, missing_modalities, notes, timings, error``. Items go through the LLM in
+chunks of ``llm_batch`` (their explanations are generated as one batch); each chunk's lines are appended and
+``fsync``-ed as soon as it is done, so ``kill -9`` loses at most the chunks in flight; rerunning the same
 command skips the ids already written (a line cut short by the kill is dropped first) and never writes an id
 twice. An item that fails gets its ``error`` and the batch goes on. A sidecar ``OUT.run.json`` keeps the
 settings; another command cannot resume into the same file.
 
 **Engines**:
 
-- ``local`` with ``workers=0``: one process does everything, item after item;
+- ``local`` with ``workers=0``: one process does everything, chunk after chunk;
 - ``local`` with ``workers=N``: N spawned processes, each a whole pipeline on its share of the cores, take the
-  items in turn; the main process only writes;
+  chunks in turn; the main process only writes;
 - ``ray``: Ray Data streams the items through actors that each hold a pipeline (``ray.init()`` starts a local
   cluster unless ``ray_address`` names one); the driver writes the records as they arrive, the same way.
 """
@@ -50,6 +51,7 @@ class BatchOptions:
     explain: bool = True
     explain_ids: set[str] | None = None  # explain only these ids (None: all, when ``explain``)
     progress: bool = True
+    llm_batch: int = 32  # items whose explanations are generated together (and written together)
 
     def explains(self, item_id: str) -> bool:
         return self.explain and (self.explain_ids is None or item_id in self.explain_ids)
@@ -150,14 +152,40 @@ def _gather(pipe, item: EvalItem, timer):
 
 def analyze_item(pipe, item: EvalItem, explain: bool) -> dict[str, Any]:
     """One item through the whole pipeline, as a record (an error record when it fails)."""
+    return analyze_items(pipe, [item], [explain])[0]
+
+
+def analyze_items(pipe, items: list[EvalItem], explain: list[bool]) -> list[dict[str, Any]]:
+    """Items through the pipeline together: each one's cues and label, then their explanations in one batched
+    generation (:meth:`Pipeline.reason_many`). One record per item, in order; a bad item gets an error record
+    and the others go on."""
     from .pipeline import Timer
 
-    try:
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    ready, where = [], []
+    for k, item in enumerate(items):
         timer, t0 = Timer(), time.perf_counter()
-        name, gathered = _gather(pipe, item, timer)
-        return record(item, pipe.reason(name, *gathered, explain=explain, timer=timer, started=t0))
-    except Exception as e:  # a bad item is recorded and the batch goes on
-        return error_record(item, e)
+        try:
+            name, gathered = _gather(pipe, item, timer)
+            ready.append(((name, *gathered), timer, t0))
+            where.append(k)
+        except Exception as e:  # a bad item is recorded and the batch goes on
+            out[k] = error_record(item, e)
+    if ready:
+        try:
+            results = pipe.reason_many([g for g, _, _ in ready], explain=[explain[k] for k in where],
+                                       timers=[t for _, t, _ in ready], started=[t0 for _, _, t0 in ready])  # fmt: skip
+        except Exception as e:
+            results = [e] * len(ready)
+        for k, res in zip(where, results):
+            out[k] = error_record(items[k], res) if isinstance(res, Exception) else record(items[k], res)
+    return out  # type: ignore[return-value]
+
+
+def _chunks(items: list[EvalItem], size: int) -> Iterator[list[EvalItem]]:
+    size = max(1, size)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 # -- the writer --------------------------------------------------------------------------------------------
@@ -185,6 +213,13 @@ def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = Non
     done_ids = {r["id"] for r in read_jsonl_records(out, repair=True)}
     todo = [x for x in items.items if x.id not in done_ids]
     summary = RunSummary(total=len(items.items), skipped=len(items.items) - len(todo))
+    if todo and config is not None and config.reasoner.backend == "vllm" and not config.reasoner.vllm_url \
+            and (opts.engine == "ray" or opts.workers > 0):
+        # one vLLM server for all the workers, started here (each would otherwise start its own)
+        from .llm.vllm import attach_url
+
+        config = config.model_copy(deep=True)
+        config.reasoner.vllm_url = attach_url(config.reasoner)
     if opts.engine == "ray":
         produce = _ray_engine(todo, config, opts)
     elif opts.engine == "local" and opts.workers > 0 and todo:
@@ -228,8 +263,8 @@ def _inline_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -
     from .pipeline import Pipeline
 
     pipe = pipeline or Pipeline(config)
-    for item in todo:
-        yield analyze_item(pipe, item, opts.explains(item.id))
+    for chunk in _chunks(todo, opts.llm_batch):
+        yield from analyze_items(pipe, chunk, [opts.explains(x.id) for x in chunk])
 
 
 _WORKER_PIPE = None
@@ -252,9 +287,9 @@ def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: lis
     _WORKER_EXPLAIN = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
 
 
-def _worker_analyze(blob: bytes) -> dict:
-    item: EvalItem = pickle.loads(blob)
-    return analyze_item(_WORKER_PIPE, item, _WORKER_EXPLAIN.explains(item.id))
+def _worker_analyze(blob: bytes) -> list[dict]:
+    chunk: list[EvalItem] = pickle.loads(blob)
+    return analyze_items(_WORKER_PIPE, chunk, [_WORKER_EXPLAIN.explains(x.id) for x in chunk])
 
 
 def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
@@ -267,32 +302,32 @@ def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterato
     pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(config.model_dump_json(), threads, opts.explain,
                                          sorted(opts.explain_ids) if opts.explain_ids is not None else None))  # fmt: skip
-    by_future: dict[Future, EvalItem] = {}
-    queue = iter(todo)
+    by_future: dict[Future, list[EvalItem]] = {}
+    queue = _chunks(todo, opts.llm_batch)
     finished_all = False
     try:
-        for item in queue:  # two items per worker in flight: bounded memory, workers never idle
-            by_future[pool.submit(_worker_analyze, pickle.dumps(item))] = item
+        for chunk in queue:  # two chunks per worker in flight: bounded memory, workers never idle
+            by_future[pool.submit(_worker_analyze, pickle.dumps(chunk))] = chunk
             if len(by_future) >= 2 * opts.workers:
                 break
         while by_future:
             finished, _ = wait(set(by_future), return_when=FIRST_COMPLETED)
             for fut in finished:
-                item = by_future.pop(fut)
+                chunk = by_future.pop(fut)
                 nxt = next(queue, None)
                 if nxt is not None:
                     by_future[pool.submit(_worker_analyze, pickle.dumps(nxt))] = nxt
                 try:
-                    yield fut.result()
+                    yield from fut.result()
                 except Exception as e:  # the worker process itself died (out of memory, a native crash)
-                    yield error_record(item, e)
+                    yield from (error_record(item, e) for item in chunk)
         finished_all = True
     finally:  # done: let the workers exit cleanly; interrupted: do not wait for the items in flight
         pool.shutdown(wait=finished_all, cancel_futures=True)
 
 
 class _RayAnalyzer:
-    """A Ray actor holding one pipeline; a row in (a pickled item), a row out (its JSON record)."""
+    """A Ray actor holding one pipeline; a batch of rows in (pickled items), their JSON records out."""
 
     def __init__(self, config_json: str, explain: bool, explain_ids: list[str] | None):
         from .config import PipelineConfig
@@ -301,9 +336,10 @@ class _RayAnalyzer:
         self.pipe = Pipeline(PipelineConfig.model_validate_json(config_json))
         self.opts = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
 
-    def __call__(self, row: dict) -> dict:
-        item: EvalItem = pickle.loads(row["item"])
-        return {"record": json.dumps(analyze_item(self.pipe, item, self.opts.explains(item.id)), ensure_ascii=False)}
+    def __call__(self, batch: dict) -> dict:
+        items: list[EvalItem] = [pickle.loads(b) for b in batch["item"]]
+        recs = analyze_items(self.pipe, items, [self.opts.explains(x.id) for x in items])
+        return {"record": [json.dumps(r, ensure_ascii=False) for r in recs]}
 
 
 def _ray_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
@@ -326,9 +362,13 @@ def _ray_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[di
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.execution_options.preserve_order = False
-        ds = ray.data.from_items([{"item": pickle.dumps(x)} for x in todo], override_num_blocks=len(todo))
-        ds = ds.map(
+        size = max(1, opts.llm_batch)
+        ds = ray.data.from_items([{"item": pickle.dumps(x)} for x in todo],
+                                 override_num_blocks=max(1, -(-len(todo) // size)))  # fmt: skip
+        ds = ds.map_batches(
             _RayAnalyzer,
+            batch_size=size,
+            batch_format="numpy",
             fn_constructor_kwargs={"config_json": config.model_dump_json(), "explain": opts.explain,
                                    "explain_ids": sorted(opts.explain_ids) if opts.explain_ids is not None else None},
             compute=ray.data.ActorPoolStrategy(size=max(1, opts.workers)), num_cpus=1,

@@ -412,6 +412,7 @@ def eval_run(
     engine: str = typer.Option("local", "--engine", help="local | ray (the same results; see affect-llm batch)"),
     workers: int = typer.Option(0, "--workers", help="cue-extraction processes (local) or actors (ray)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
+    llm_batch: int = typer.Option(32, "--llm-batch", min=1, help="items whose explanations are generated together"),
 ) -> None:
     """Run the pipeline over a dataset and score it: RUN_DIR/metrics.json, predictions.jsonl, report.md/.html.
     `affect-llm eval compare RUN_A RUN_B` prints the differences of two runs."""
@@ -443,7 +444,7 @@ def eval_run(
         m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
                      explain=not no_explain, explain_sample=explain_sample, predictions=predictions, wheels=wheels,
                      extractor=extractor, embed=not no_embed, engine=engine, workers=workers,
-                     ray_address=ray_address)  # fmt: skip
+                     ray_address=ray_address, llm_batch=llm_batch)  # fmt: skip
         from rich.table import Table
 
         for title, header, rows in tables(m):
@@ -480,6 +481,7 @@ def batch(
     engine: str = typer.Option("local", "--engine", help="local | ray"),
     workers: int = typer.Option(0, "--workers", help="local: cue-extraction processes (0: one process); ray: actors"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
+    llm_batch: int = typer.Option(32, "--llm-batch", min=1, help="items whose explanations are generated together"),
     no_explain: bool = typer.Option(False, "--no-explain", help="labels only"),
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
@@ -516,7 +518,8 @@ def batch(
         })  # fmt: skip
         prepare(out_file, {"source": str(source), "media_dir": str(media_dir) if media_dir else None, "limit": limit,
                            "explain": not no_explain, "config": cfg.model_dump(mode="json")})  # fmt: skip
-        opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=not no_explain)
+        opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=not no_explain,
+                            llm_batch=llm_batch)
         summary = run(items, cfg, out_file, opts)
         _print_run(summary.as_dict())
         out.print(f"results: {out_file}")

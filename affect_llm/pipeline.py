@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from .errors import InputError
 from .evidence import Evidence
 from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
+
+if TYPE_CHECKING:
+    from .llm.reasoner import ExplainJob
 
 #: digital silence: peak amplitude below this (about -80 dBFS) is not worth running ASR on
 SILENCE_PEAK = 1e-4
@@ -406,10 +409,49 @@ class Pipeline:
         """Everything after :meth:`gather`: the LLM's label scores, the fusion, the explanation, the
         :class:`Analysis`. ``gather`` and ``reason`` may run in different processes (the batch engines do)."""
         timer = timer or Timer()
+        d = self._decide(name, evidence, got, info, dialogue, timer, started)
+        explain = self.config.reasoner.explain if explain is None else explain
+        if explain and d.job is not None:
+            with timer("explain"):
+                d.explained = self.reasoner().explain(d.job.evidence, d.job.label, d.job.evidence_text, d.job.soft)
+        return self._finish(d, explain)
+
+    def reason_many(
+        self, gathered: list[tuple], *, explain: list[bool] | bool | None = None, timers: list[Timer] | None = None,
+        started: list[float] | None = None,
+    ) -> list[Analysis | Exception]:  # fmt: skip
+        """:meth:`reason` for many inputs (``gathered``: ``(name, evidence, got, info, dialogue)`` each), the
+        explanations in one batched generation. An input that fails gets its exception in its place; the others
+        go on. Each explained input's ``explain`` timing is its share of the batch's generation time."""
+        n = len(gathered)
+        flags = [explain] * n if not isinstance(explain, list) else explain
+        flags = [self.config.reasoner.explain if f is None else f for f in flags]
+        timers = timers or [Timer() for _ in range(n)]
+        started = started or [time.perf_counter()] * n
+        decided: list[_Decision | Exception] = []
+        for g, timer, t0 in zip(gathered, timers, started):
+            try:
+                decided.append(self._decide(*g, timer, t0))
+            except Exception as e:
+                decided.append(e)
+        todo = [d for d, f in zip(decided, flags) if isinstance(d, _Decision) and f and d.job is not None]
+        if todo:
+            t0 = time.perf_counter()
+            try:
+                for d, out in zip(todo, self.reasoner().explain_many([d.job for d in todo])):
+                    d.explained = out
+            except Exception as e:
+                decided = [e if any(d is x for x in todo) else d for d in decided]
+            share = round((time.perf_counter() - t0) / len(todo), 4)
+            for d in todo:
+                d.timer.timings["explain"] = share
+        return [d if isinstance(d, Exception) else self._finish(d, f) for d, f in zip(decided, flags)]
+
+    def _decide(self, name: str, evidence: Evidence, got: Gathered, info: MediaInfo | None,
+                dialogue: Dialogue | None, timer: Timer, started: float | None) -> "_Decision":  # fmt: skip
+        """The label stage: the LLM's label scores, the fusion, the label; what the explanation will need."""
         t0 = started if started is not None else time.perf_counter()
-        transcript = got.transcript
         ro = self.config.reasoner
-        explain = ro.explain if explain is None else explain
         models_used = {"llm": ro.model}
         if info is not None and info.has_audio:
             models_used["asr"] = self.config.speech.model
@@ -424,58 +466,64 @@ class Pipeline:
 
         evidence_text = evidence.render()
         llm_context = _render_dialogue(dialogue)
-        fusion_weights: dict[str, float] = {}
+        d = _Decision(name, evidence, got, info, timer, t0, evidence_text, models_used)
         if not evidence.cues:
             labels = ro.labels
-            probs = {lab: 1.0 / len(labels) for lab in labels}
-            label = "neutral" if "neutral" in labels else labels[0]
+            d.probs = {lab: 1.0 / len(labels) for lab in labels}
+            d.label = "neutral" if "neutral" in labels else labels[0]
+            d.distributions = dict(got.distributions)
+            return d
+        reasoner = self.reasoner(timer)
+        if reasoner.adapter is not None:
+            models_used["adapter"] = str(reasoner.adapter.path)
+        soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model)
+        if soft is None and reasoner.projector is not None and got.context_embedding is not None:
+            evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
+                                  "embeddings")  # fmt: skip
+        with timer("label"):
+            llm_probs = reasoner.label_distribution(evidence_text, llm_context, soft)
+        d.distributions = {"llm": llm_probs, **got.distributions}
+        d.probs = llm_probs
+        fusion = self.fusion()
+        if fusion is not None:
+            fused = fusion.fuse(d.distributions)
+            if set(fused.used) != set(d.distributions):
+                evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
+            if set(fused.distribution) == set(ro.labels):
+                d.probs, d.fusion_weights = fused.distribution, fused.weights
+        from .llm.reasoner import ExplainJob
+
+        d.label = max(d.probs, key=d.probs.__getitem__)
+        d.job = ExplainJob(evidence, d.label, evidence_text, soft)
+        return d
+
+    def _finish(self, d: "_Decision", explain: bool) -> Analysis:
+        evidence = d.evidence
+        if not evidence.cues:
             explanation = "No usable evidence: " + "; ".join(evidence.notes) + "." if explain else ""
             cited: list[str] = []
             unknown: list[str] = []
-            distributions = dict(got.distributions)
         else:
-            reasoner = self.reasoner(timer)
-            if reasoner.adapter is not None:
-                models_used["adapter"] = str(reasoner.adapter.path)
-            soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model)
-            if soft is None and reasoner.projector is not None and got.context_embedding is not None:
-                evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
-                                      "embeddings")  # fmt: skip
-            with timer("label"):
-                llm_probs = reasoner.label_distribution(evidence_text, llm_context, soft)
-            distributions = {"llm": llm_probs, **got.distributions}
-            probs = llm_probs
-            fusion = self.fusion()
-            if fusion is not None:
-                fused = fusion.fuse(distributions)
-                if set(fused.used) != set(distributions):
-                    evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
-                if set(fused.distribution) == set(ro.labels):
-                    probs, fusion_weights = fused.distribution, fused.weights
-            label = max(probs, key=probs.__getitem__)
-            explanation, cited, unknown = "", [], []
-            if explain:
-                with timer("explain"):
-                    explanation, cited, unknown = reasoner.explain(evidence, label, evidence_text, soft)
-        timer.timings["total"] = round(time.perf_counter() - t0, 4)
+            explanation, cited, unknown = d.explained if d.explained is not None else ("", [], [])
+        d.timer.timings["total"] = round(time.perf_counter() - d.started, 4)
         return Analysis(
-            source=name,
-            label=label,
-            probabilities=probs,
-            distributions=distributions,
-            fusion=fusion_weights,
+            source=d.name,
+            label=d.label,
+            probabilities=d.probs,
+            distributions=d.distributions,
+            fusion=d.fusion_weights,
             explanation=explanation,
             cited_cues=cited,
             uncited_ids=unknown,
-            transcript=transcript,
+            transcript=d.got.transcript,
             cues=evidence.cues,
-            evidence=evidence_text,
+            evidence=d.evidence_text,
             missing_modalities=evidence.missing,
             notes=evidence.notes,
-            media=info,
-            timeline=got.timeline,
-            models=models_used,
-            timings=timer.timings,
+            media=d.info,
+            timeline=d.got.timeline,
+            models=d.models_used,
+            timings=d.timer.timings,
         )
 
     def chat(self, analysis: Analysis, history: list[tuple[str, str]], question: str) -> str:
@@ -487,6 +535,26 @@ class Pipeline:
             analysis.evidence, analysis.label, analysis.probabilities[analysis.label], analysis.explanation,
             history, question,
         )  # fmt: skip
+
+
+@dataclass
+class _Decision:
+    """An input between its label and its explanation (:meth:`Pipeline.reason`, :meth:`Pipeline.reason_many`)."""
+
+    name: str
+    evidence: Evidence
+    got: Gathered
+    info: MediaInfo | None
+    timer: Timer
+    started: float
+    evidence_text: str
+    models_used: dict[str, str]
+    label: str = ""
+    probs: dict[str, float] = field(default_factory=dict)
+    distributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    fusion_weights: dict[str, float] = field(default_factory=dict)
+    job: ExplainJob | None = None  # None: nothing for the LLM to explain (no evidence)
+    explained: tuple[str, list[str], list[str]] | None = None
 
 
 #: the LLM reads at most this many earlier utterances (the context model reads them all)

@@ -70,7 +70,7 @@ def test_a_results_file_is_not_resumed_with_other_settings(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_batch_then_resume_writes_every_id_once(tmp_path):
     out = tmp_path / "r.jsonl"
-    args = ["batch", str(_need_meld()), "--out", str(out), "--limit", "16", "--no-explain"]
+    args = ["batch", str(_need_meld()), "--out", str(out), "--limit", "16", "--no-explain", "--llm-batch", "2"]
     p = subprocess.Popen([sys.executable, "-m", "affect_llm.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 600
@@ -131,3 +131,33 @@ def test_ray_engine_gives_the_local_engines_labels(tmp_path):
     for k in a:
         assert a[k]["label"] == b[k]["label"]
         assert a[k]["probabilities"] == pytest.approx(b[k]["probabilities"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_batched_reasoning_equals_one_item_at_a_time():
+    """Items reasoned together (labels one by one, explanations in one batched generation) get, in float32, the
+    label, probabilities and explanation each gets alone; a bad item in the chunk gets its error, the rest go on."""
+    from affect_llm.batch import analyze_item, analyze_items
+    from affect_llm.config import PipelineConfig
+    from affect_llm.data import Dialogue, Utterance
+    from affect_llm.evaluation.datasets import EvalItem
+    from affect_llm.pipeline import Pipeline
+
+    talk = Dialogue(id="d", utterances=[Utterance(id="u0", speaker="Ross", text="We were on a break!"),
+                                        Utterance(id="u1", speaker="Rachel", text="Oh, you did not just say that.")])  # fmt: skip
+    items = [
+        EvalItem(id="a", text="I got the job! I actually got it!"),
+        EvalItem(id="b", text="Get out. Just get out of my apartment.", context=talk, speaker="Rachel"),
+        EvalItem(id="bad", text="   "),
+        EvalItem(id="c", text="Okay, see you at six then.", context=talk, speaker="Ross"),
+        EvalItem(id="d", text="Wait, what? Since when?"),
+    ]
+    pipe = Pipeline(PipelineConfig.model_validate({"reasoner": {"dtype": "float32"}, "face": {"enabled": False}}))
+    together = analyze_items(pipe, items, [True] * len(items))
+    alone = [analyze_item(pipe, x, True) for x in items]
+    assert [r["id"] for r in together] == [x.id for x in items]
+    assert together[2]["error"].startswith("InputError") and alone[2]["error"] == together[2]["error"]
+    for t, a in zip(together, alone):
+        if t["error"] is None:
+            assert t["label"] == a["label"] and t["explanation"] == a["explanation"] and t["explanation"]
+            assert t["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)

@@ -50,6 +50,7 @@ def evaluate(
     engine: str = "local",
     workers: int = 0,
     ray_address: str | None = None,
+    llm_batch: int = 32,
 ) -> dict[str, Any]:
     """Run (or, with ``predictions``, just score) an evaluation into ``out``; returns the metrics.
 
@@ -97,7 +98,7 @@ def evaluate(
         if explain and explain_sample is not None and explain_sample < len(es.items):
             chosen = {es.items[i].id for i in random.Random(0).sample(range(len(es.items)), explain_sample)}
         opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=explain,
-                            explain_ids=chosen, progress=progress)  # fmt: skip
+                            explain_ids=chosen, progress=progress, llm_batch=llm_batch)  # fmt: skip
         summary = run_batch(es, config, out / PREDICTIONS, opts, pipeline=pipeline)
         preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
     extract = None

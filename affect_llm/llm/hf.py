@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 import threading
+import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -23,6 +24,15 @@ from .. import models
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
 Message = dict[str, str]
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt of :meth:`TransformersLM.generate_many`."""
+
+    messages: list[Message]
+    assistant_prefix: str = ""
+    soft: Any = None  # (k, d) soft-prompt vectors for the prompt's slot, or None
 
 
 class LLMBackend(Protocol):
@@ -41,6 +51,9 @@ class LLMBackend(Protocol):
 
     def generate(self, messages: list[Message], max_new_tokens: int = 96, temperature: float = 0.0, seed: int = 0,
                  assistant_prefix: str = "", soft=None) -> str: ...  # fmt: skip
+
+    def generate_many(self, requests: list[GenerationRequest], max_new_tokens: int = 96, temperature: float = 0.0,
+                      seed: int = 0) -> list[str]: ...  # fmt: skip
 
 
 def cpu_has_bf16() -> bool:
@@ -168,14 +181,20 @@ class TransformersLM:
             last, cache = self._encode(prompt)
             first = torch.log_softmax(last.float(), -1)
             scores = np.array([float(first[c[0]]) for c in conts])
-            # Continuations run one at a time on the shared cache, cut back after each: memory stays at one
-            # prompt's cache however long the evidence (a batch would copy it once per continuation).
-            for i, c in enumerate(conts):
-                if len(c) > 1:
-                    logits = self.model(torch.tensor([c[:-1]]), past_key_values=cache, use_cache=True).logits[0]
-                    logp = torch.log_softmax(logits.float(), -1)
-                    scores[i] += float(sum(logp[j, t] for j, t in enumerate(c[1:])))
-                    _crop(cache, len(prompt))
+            # The continuations' later tokens in one forward: the prompt's cache repeated once per continuation
+            # (small: a few hundred positions), each row its continuation's tokens, right-padded (a padded
+            # position comes after every position read, so the causal mask keeps it out).
+            longer = [i for i, c in enumerate(conts) if len(c) > 1]
+            if longer:
+                width = max(len(conts[i]) - 1 for i in longer)
+                batch = torch.zeros((len(longer), width), dtype=torch.long)
+                for r, i in enumerate(longer):
+                    batch[r, : len(conts[i]) - 1] = torch.tensor(conts[i][:-1])
+                rows = copy.deepcopy(cache)
+                rows.batch_repeat_interleave(len(longer))
+                logp = torch.log_softmax(self.model(batch, past_key_values=rows, use_cache=True).logits.float(), -1)
+                for r, i in enumerate(longer):
+                    scores[i] += float(sum(logp[r, j, t] for j, t in enumerate(conts[i][1:])))
         return scores
 
     # -- generation -------------------------------------------------------------------------------------
@@ -217,6 +236,76 @@ class TransformersLM:
                 last = self.model(torch.tensor([[tok]]), past_key_values=cache, use_cache=True).logits[0, -1]
         text = self.tokenizer.decode(out, skip_special_tokens=True)
         return (assistant_prefix + text).strip()
+
+    def generate_many(self, requests: list[GenerationRequest], max_new_tokens: int = 96, temperature: float = 0.0,
+                      seed: int = 0) -> list[str]:  # fmt: skip
+        """:meth:`generate` for many prompts at once, greedy: the prefix the prompts share runs once, their rests
+        left-padded into one batch after it, then one forward per new token for all of them, a row leaving the
+        batch when it ends. The same penalty over each row's
+        prompt and answer. Sampling (``temperature`` > 0) runs the prompts one at a time, each with ``seed``, so
+        that an answer does not depend on what it was batched with."""
+        import torch
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        if temperature > 0 or len(requests) <= 1:
+            return [self.generate(r.messages, max_new_tokens, temperature, seed, r.assistant_prefix, r.soft)
+                    for r in requests]  # fmt: skip
+        prompts = [self.prompt(r.messages, r.soft, r.assistant_prefix) for r in requests]
+        n = len(prompts)
+        # the prefix all prompts share (the system prompt, ...) runs once; each row then holds its own rest
+        shared = 0
+        while shared < min(len(p) for p in prompts) - 1 and all(p.same_position(prompts[0], shared) for p in prompts):
+            shared += 1
+        width = max(len(p) for p in prompts) - shared
+        penalty = RepetitionPenaltyLogitsProcessor(1.15)
+        embed = self.model.get_input_embeddings()
+        with self._lock, torch.inference_mode():
+            cache = None
+            if shared:
+                head = prompt_embeddings(embed, prompts[0])[:shared]
+                cache = self.model(inputs_embeds=head.unsqueeze(0), use_cache=True).past_key_values
+                cache.batch_repeat_interleave(n)
+            rows = [prompt_embeddings(embed, p, start=shared) for p in prompts]
+            embeds = rows[0].new_zeros((n, width, rows[0].shape[-1]))
+            mask = torch.zeros((n, shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
+            seen = torch.zeros((n, shared + width), dtype=torch.long)
+            for i, (p, e) in enumerate(zip(prompts, rows)):
+                rest = len(p) - shared  # left-padded between the shared prefix and the row's own rest
+                embeds[i, width - rest :] = e
+                mask[i, shared + width - rest :] = 1
+                real = p.real_ids()
+                # a row's seen tokens, left-filled with its own first token: penalising a token twice is once
+                seen[i] = torch.tensor([real[0]] * (shared + width - len(real)) + real)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+            out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True)  # fmt: skip
+            cache, last = out.past_key_values, out.logits[:, -1]
+            live = list(range(n))  # request index of each batch row
+            answers: list[list[int]] = [[] for _ in range(n)]
+            for step in range(max_new_tokens):
+                tokens = penalty(seen, last.float()).argmax(-1)
+                keep = []
+                for r, i in enumerate(live):
+                    t = int(tokens[r])
+                    if t in self._eos:
+                        continue
+                    answers[i].append(t)
+                    keep.append(r)
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(live):  # rows that ended leave the batch (and the cache)
+                    idx = torch.tensor(keep)
+                    cache.batch_select_indices(idx)
+                    tokens, mask, seen = tokens[idx], mask[idx], seen[idx]
+                    live = [live[r] for r in keep]
+                mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
+                seen = torch.cat([seen, tokens.unsqueeze(1)], 1)
+                pos = (mask.sum(-1, keepdim=True) - 1)
+                last = self.model(tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                  use_cache=True).logits[:, -1]  # fmt: skip
+        return [(r.assistant_prefix + self.tokenizer.decode(a, skip_special_tokens=True)).strip()
+                for r, a in zip(requests, answers)]  # fmt: skip
 
 
 @lru_cache(maxsize=2)

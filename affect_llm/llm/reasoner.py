@@ -19,7 +19,7 @@ from .. import models, prompting
 from ..config import ReasonerOptions
 from ..errors import ModelNotFound
 from ..evidence import Evidence, cited_ids
-from .hf import LLMBackend, Message, load
+from .hf import GenerationRequest, LLMBackend, Message, load
 from .soft_prompt import SLOT
 
 #: the shipped reasoner adapter that ``adapter="auto"`` loads when the LLM is its base
@@ -73,6 +73,17 @@ def resolve_adapter(opts: ReasonerOptions) -> AdapterInfo | None:
     if not folder.is_dir():
         raise ModelNotFound(f"adapter {ref!r}: no such folder ({folder})")
     return AdapterInfo.load(folder)
+
+
+@dataclass
+class ExplainJob:
+    """What :meth:`Reasoner.explain_many` explains: the evidence, the decided label, the soft prompt."""
+
+    evidence: Evidence
+    label: str
+    evidence_text: str | None = None
+    soft: object = None
+
 
 CONTENT_FREE = "Evidence:\n[T1] (text): N/A"
 
@@ -215,10 +226,23 @@ class Reasoner:
             assistant_prefix=prefix,
             soft=soft,
         )
+        return self._checked(evidence, text)
+
+    @staticmethod
+    def _checked(evidence: Evidence, text: str) -> tuple[str, list[str], list[str]]:
         text = _trim(text)
         ids = cited_ids(text)
         known = set(evidence.ids)
         return text, [i for i in ids if i in known], [i for i in ids if i not in known]
+
+    def explain_many(self, jobs: list[ExplainJob]) -> list[tuple[str, list[str], list[str]]]:
+        """:meth:`explain` for many analyses in one batched generation (the backend's ``generate_many``)."""
+        requests = []
+        for job in jobs:
+            messages, prefix = self.explain_messages(job.evidence, job.label, job.evidence_text, job.soft is not None)
+            requests.append(GenerationRequest(messages, prefix, job.soft))
+        texts = self.lm.generate_many(requests, self.opts.max_new_tokens, self.opts.temperature, self.opts.seed)
+        return [self._checked(job.evidence, text) for job, text in zip(jobs, texts)]
 
     # -- chat -------------------------------------------------------------------------------------------
     def chat(

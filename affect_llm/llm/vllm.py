@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import models
 from ..errors import BackendError
-from .hf import Message, quiet_transformers
+from .hf import GenerationRequest, Message, quiet_transformers
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
 #: the environment variable naming a Python that can ``import vllm`` (default: see :func:`vllm_python`)
@@ -198,6 +198,29 @@ def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dt
         return server
 
 
+def _served_name(ref: str) -> str:
+    r = models.resolve(ref, kind="llm")
+    return r.spec.name if r.spec is not None else ref
+
+
+def server_for(ref: str, adapter: str | None, dtype: str = "auto") -> VLLMServer:
+    """The shared server for an LLM reference and a reasoner adapter folder (served as the LoRA module named
+    after the folder)."""
+    loras = {Path(adapter).name: str(Path(adapter).resolve())} if adapter else {}
+    return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype)
+
+
+def attach_url(opts) -> str:
+    """A server URL for :class:`~affect_llm.config.ReasonerOptions` with the vllm backend: its ``vllm_url``, or
+    a started shared server's. Batch engines call it once, before their worker processes start."""
+    if opts.vllm_url:
+        return opts.vllm_url
+    from .reasoner import resolve_adapter
+
+    adapter = resolve_adapter(opts)
+    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype).url
+
+
 def stop_all() -> None:
     """Stop every server :func:`shared_server` started (also run at exit)."""
     with _servers_lock:
@@ -265,12 +288,11 @@ class VLLMLM:
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=r.path is not None or
                                                        not models.downloads_allowed())  # fmt: skip
         self.embed = load_input_embeddings(r.location)
-        self.served_name = r.spec.name if r.spec is not None else ref
+        self.served_name = _served_name(ref)
         self.module = Path(adapter).name if adapter else None
         self.server: VLLMServer | None = None
         if url is None:
-            loras = {self.module: str(Path(adapter).resolve())} if adapter else {}
-            self.server = shared_server(r.location, self.served_name, loras, dtype)
+            self.server = server_for(ref, adapter, dtype)
             url = self.server.url
         self.url = url.rstrip("/")
         key = api_key or os.environ.get("VLLM_API_KEY")
@@ -365,6 +387,13 @@ class VLLMLM:
                 "repetition_penalty": 1.15, "stop_token_ids": sorted(self._eos), "skip_special_tokens": True}  # fmt: skip
         text = self._request("POST", "/completions", body)["choices"][0]["text"]
         return (assistant_prefix + text).strip()
+
+    def generate_many(self, requests: list[GenerationRequest], max_new_tokens: int = 96, temperature: float = 0.0,
+                      seed: int = 0) -> list[str]:  # fmt: skip
+        """:meth:`generate` for many prompts, sent together: the server batches them."""
+        futures = [self._pool.submit(self.generate, r.messages, max_new_tokens, temperature, seed,
+                                     r.assistant_prefix, r.soft) for r in requests]  # fmt: skip
+        return [f.result() for f in futures]
 
     def close(self) -> None:
         self._http.close()

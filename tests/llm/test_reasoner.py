@@ -55,6 +55,27 @@ def test_generation_with_prefix_cache_equals_without(lm32):
     assert lm32.generate(msgs, max_new_tokens=12) == cold
 
 
+def test_batched_generation_equals_one_at_a_time(lm32):
+    """generate_many (left-padded batch, rows leaving as they end) gives each prompt the answer generate gives
+    it alone, in float32: prompts of different lengths, a soft prompt, an assistant prefix, early and late ends."""
+    import torch
+
+    from affect_llm.llm.hf import GenerationRequest
+    from affect_llm.llm.soft_prompt import SLOT
+
+    soft = torch.randn(4, lm32.model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
+    reqs = [
+        GenerationRequest([{"role": "user", "content": "Name three colours."}]),
+        GenerationRequest([{"role": "user", "content": "Say yes or no only."}], assistant_prefix="Answer:"),
+        GenerationRequest([{"role": "user", "content": f"Context {SLOT}. Describe a calm morning at the sea, "
+                                                       "with its sounds and colours, in a few sentences."}], soft=soft),
+        GenerationRequest([{"role": "user", "content": "Why is the sky blue?"}], assistant_prefix="Because"),
+    ]  # fmt: skip
+    one = [lm32.generate(r.messages, 24, assistant_prefix=r.assistant_prefix, soft=r.soft) for r in reqs]
+    assert lm32.generate_many(reqs, 24) == one
+    assert len({len(a) for a in one}) > 1  # the rows did end at different lengths
+
+
 def _evidence():
     return Evidence.build(
         [
