@@ -93,8 +93,8 @@ class VLLMServerOptions:
 
 
 class VLLMServer:
-    """A vLLM OpenAI-compatible server as a child process; :attr:`url` once :meth:`start` returns. Stopped by :meth:`stop`, on leaving
-    a ``with`` block, and at this process's exit."""
+    """A vLLM OpenAI-compatible server as a child process; :attr:`url` once :meth:`start` returns. Stopped by
+    :meth:`stop`, on leaving a ``with`` block, and at this process's exit."""
 
     def __init__(self, opts: VLLMServerOptions):
         self.opts = opts
@@ -146,7 +146,8 @@ class VLLMServer:
                 pass
             time.sleep(1.0)
         self.stop()
-        raise BackendError(f"the vLLM server did not answer within {self.opts.startup_timeout:g} s (log: {self.log_path})")
+        raise BackendError(f"the vLLM server did not answer within {self.opts.startup_timeout:g} s "
+                           f"(log: {self.log_path})")  # fmt: skip
 
     def log_tail(self, n: int = 600) -> str:
         try:
@@ -156,9 +157,9 @@ class VLLMServer:
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
+        if p is None:
             return
-        try:
+        try:  # the whole group, even when the server itself has exited: vLLM's engine process may not have
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
