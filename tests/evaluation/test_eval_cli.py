@@ -98,7 +98,7 @@ def test_a_run_killed_with_sigkill_resumes_without_duplicates(tmp_path):
     meld = _need(SHARED / "meld")
     run = tmp_path / "killed"
     args = [sys.executable, "-m", "affect_llm.cli", "eval", "--dataset", "meld", "--data-dir", str(meld),
-            "--limit", "14", "--no-explain", "--out", str(run)]  # fmt: skip
+            "--limit", "14", "--no-explain", "--llm-batch", "2", "--out", str(run)]  # fmt: skip
     p = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     preds = run / "predictions.jsonl"
     deadline = time.time() + 600
