@@ -537,6 +537,9 @@ def serve(
     media_root: Optional[Path] = typer.Option(None, "--media-root", help="allow media paths (and file: URLs) under DIR"),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="larger request bodies get 413"),
     max_concurrency: int = typer.Option(4, "--max-concurrency", help="more requests at once get 429"),
+    batch_wait_ms: float = typer.Option(
+        20.0, "--batch-wait-ms", help="the LLM stage waits this long for other requests to reason and explain with"
+    ),
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
     backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
@@ -556,7 +559,7 @@ def serve(
                                              "reasoner": {"model": llm, "adapter": _off(adapter),
                                                           **_backend(backend, vllm_url)}})  # fmt: skip
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
-                            max_concurrency=max_concurrency)  # fmt: skip
+                            max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms)  # fmt: skip
         err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")
         run_server(opts, config=cfg)
     except typer.Exit:

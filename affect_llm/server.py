@@ -50,6 +50,9 @@ class ServeOptions(BaseModel):
     max_body_mb: float = 64.0
     max_concurrency: int = Field(4, ge=1, description="requests in progress at once; more get 429")
     cache_size: int = 32
+    batch_wait_ms: float = Field(
+        20.0, ge=0, description="how long the LLM stage waits for other requests to reason and explain together"
+    )
 
 
 class ChatMessage(BaseModel):
@@ -269,15 +272,16 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         if source is None and not text:
             raise APIError(400, "the first user message has neither media nor text", code="invalid_request")
         key = hashlib.sha256((str(source) if source else "text:" + text).encode()).hexdigest()
-        with lock:
-            analysis = cache.get(key)
-            try:
-                if analysis is None:
-                    analysis = pipe().analyze(source) if source else pipe().analyze(text=text)
-                    cache[key] = analysis
-                    while len(cache) > opts.cache_size:
-                        cache.popitem(last=False)
+        try:
+            with lock:
+                analysis = cache.get(key)
+            if analysis is None:
+                analysis = _analyze(source, text)
+            with lock:
+                cache[key] = analysis
                 cache.move_to_end(key)
+                while len(cache) > opts.cache_size:
+                    cache.popitem(last=False)
                 if len(users) == 1:
                     return analysis, analysis.explanation
                 history, turns = [], req.messages[users[0] + 1 :]
@@ -292,16 +296,76 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                 if not question:
                     raise APIError(400, "the last message must be a user question", code="invalid_request")
                 return analysis, pipe().chat(analysis, history, question)
-            except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
-                msg = e.one_line().replace(str(source), "the uploaded media") if source and tmp in source.parents \
-                    else e.one_line()
-                raise APIError(400, msg, code=type(e).__name__) from None
-            except BackendError as e:
-                raise APIError(503, e.one_line(), type_="server_error", code=type(e).__name__) from None
-            except AffectLLMError as e:
-                raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
+        except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
+            msg = e.one_line().replace(str(source), "the uploaded media") if source and tmp in source.parents \
+                else e.one_line()
+            raise APIError(400, msg, code=type(e).__name__) from None
+        except BackendError as e:
+            raise APIError(503, e.one_line(), type_="server_error", code=type(e).__name__) from None
+        except AffectLLMError as e:
+            raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
+
+    def _analyze(source: Path | None, text: str):
+        """The cues (one request at a time on the models), then the label and explanation in the batcher, with
+        whatever other requests reached the LLM stage at about the same time."""
+        from .pipeline import Timer
+
+        timer, t0 = Timer(), time.perf_counter()
+        with lock:
+            gathered = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
+        return batcher.submit((str(source) if source else "text", *gathered), timer, t0).result()
+
+    batcher = _Batcher(pipe, lock, opts.batch_wait_ms / 1000, max_batch=max(1, opts.max_concurrency))
 
     return app
+
+
+class _Batcher:
+    """The server's LLM stage: requests that reach it at about the same time are reasoned together
+    (:meth:`Pipeline.reason_many`: labels one by one, the explanations in one batched generation). One thread
+    takes a job, waits ``wait_s`` for more (up to ``max_batch``), and runs them holding the models' lock."""
+
+    def __init__(self, pipe, lock: threading.Lock, wait_s: float, max_batch: int):
+        import queue
+
+        self._pipe, self._lock, self._wait, self._max = pipe, lock, wait_s, max_batch
+        self._q: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def submit(self, gathered: tuple, timer, started: float):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="affect-llm-batcher", daemon=True)
+                self._thread.start()
+        self._q.put((gathered, timer, started, fut))
+        return fut
+
+    def _loop(self) -> None:
+        import queue
+
+        while True:
+            jobs = [self._q.get()]
+            deadline = time.monotonic() + self._wait
+            while len(jobs) < self._max:
+                try:
+                    jobs.append(self._q.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                with self._lock:
+                    results = self._pipe().reason_many([j[0] for j in jobs], timers=[j[1] for j in jobs],
+                                                       started=[j[2] for j in jobs])  # fmt: skip
+            except Exception as e:  # e.g. the LLM failed to load: every waiting request hears why
+                results = [e] * len(jobs)
+            for (_, _, _, fut), r in zip(jobs, results):
+                if isinstance(r, BaseException):
+                    fut.set_exception(r)
+                else:
+                    fut.set_result(r)
 
 
 async def _sse(rid: str, created: int, content: str, affect: dict):

@@ -177,3 +177,29 @@ def test_fifty_concurrent_requests_mixing_text_and_media_all_answered(server):
                                          api_key=KEY))  # fmt: skip
     assert res["errors"] == 0, res["first_errors"]
     assert res["n"] == 50 and res["p95_s"] >= res["p50_s"] > 0
+
+
+def test_requests_reaching_the_llm_together_are_reasoned_in_one_batch():
+    """The server's batcher: three requests submitted within its wait reach Pipeline.reason_many as one call
+    (the real pipeline; the call is only counted), and each gets its own analysis."""
+    from affect_llm.config import PipelineConfig
+    from affect_llm.pipeline import Pipeline, Timer
+    from affect_llm.server import _Batcher
+
+    pipe = Pipeline(PipelineConfig.model_validate({"face": {"enabled": False}}))
+    calls = []
+    real = pipe.reason_many
+
+    def counted(gathered, **kw):
+        calls.append(len(gathered))
+        return real(gathered, **kw)
+
+    pipe.reason_many = counted
+    texts = ["I got the job!", "Get out of my house.", "The bus leaves at nine."]
+    jobs = [("text", *pipe.gather(text=t)) for t in texts]
+    batcher = _Batcher(lambda: pipe, threading.Lock(), wait_s=2.0, max_batch=8)
+    futures = [batcher.submit(j, Timer(), time.perf_counter()) for j in jobs]
+    results = [f.result(timeout=300) for f in futures]
+    assert calls == [3]
+    assert [r.cues[0].text for r in results] == [f'"{t}"' for t in texts]
+    assert all(r.explanation.startswith(f"The speaker feels {r.label}") for r in results)
