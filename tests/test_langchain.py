@@ -34,3 +34,29 @@ def test_runnable_on_text_media_and_in_a_chain(analyzer):
     assert [x["explanation"] for x in many] == ["", ""] and all(x["label"] in MELD_LABELS for x in many)
     with pytest.raises(InputError):
         analyzer.invoke({"media": "a.mp4", "text": "both"})
+
+
+def test_batch_reasons_in_one_call_and_keeps_errors_in_place(analyzer):
+    """``batch`` reasons over the inputs together (one Pipeline.reason_many call, explanations batched), each
+    answer in its input's place; a bad input raises, or with return_exceptions=True stands as its error."""
+    pipe = analyzer.pipeline
+    calls = []
+    real = pipe.reason_many
+
+    def counted(gathered, **kw):
+        calls.append(len(gathered))
+        return real(gathered, **kw)
+
+    pipe.reason_many = counted
+    try:
+        out = analyzer.batch([{"text": "I got the job!"}, {"text": "   "}, str(shared_media() / "jfk.flac")],
+                             return_exceptions=True)  # fmt: skip
+        assert calls == [2]
+        assert out[0]["cues"][0]["text"] == '"I got the job!"'
+        assert out[0]["explanation"].startswith(f"The speaker feels {out[0]['label']}")
+        assert isinstance(out[1], InputError)
+        assert "ask not" in out[2]["transcript"]["text"] and out[2]["explanation"]
+        with pytest.raises(InputError):
+            analyzer.batch([{"text": "fine"}, {"text": ""}])
+    finally:
+        del pipe.reason_many

@@ -20,6 +20,7 @@ Against a running ``affect-llm serve``, LangChain's own OpenAI chat model works 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ from ..errors import InputError
 
 class AffectAnalyzer(Runnable[Any, dict]):
     """The pipeline as a LangChain Runnable (see the module docstring). One pipeline is shared by every call
-    (models load once, on first use); ``batch`` runs inputs on LangChain's thread pool, taking turns on the LLM."""
+    (models load once, on first use); ``batch`` gathers each input's cues, then reasons over all of them at once
+    (:meth:`Pipeline.reason_many`: the explanations in one batched generation)."""
 
     def __init__(self, pipeline=None, config=None):
         self._pipeline = pipeline
@@ -47,11 +49,52 @@ class AffectAnalyzer(Runnable[Any, dict]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
         return self._call_with_config(self._analyze, input, config, run_type="chain", **kwargs)
 
-    def _analyze(self, input: Any) -> dict:
+    def batch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[dict]:  # fmt: skip
+        return self._batch_with_config(self._analyze_many, inputs, config, return_exceptions=return_exceptions,
+                                       run_type="chain", **kwargs)  # fmt: skip
+
+    @staticmethod
+    def _checked(input: Any) -> dict:
         if isinstance(input, (str, Path)):
             input = {"media": input}
         if not isinstance(input, dict) or (("media" in input) == ("text" in input)):
             raise InputError('give a media path, or a dict with "media" or "text" (and optionally "context")')
+        return input
+
+    @staticmethod
+    def _out(a) -> dict:
+        return a.model_dump(mode="json", exclude={"timeline", "evidence"})
+
+    def _analyze(self, input: Any) -> dict:
+        input = self._checked(input)
         a = self.pipeline.analyze(input.get("media"), text=input.get("text"), context=input.get("context"),
                                   speaker=input.get("speaker"), explain=input.get("explain"))  # fmt: skip
-        return a.model_dump(mode="json", exclude={"timeline", "evidence"})
+        return self._out(a)
+
+    def _analyze_many(self, inputs: list[Any]) -> list[dict | Exception]:
+        """Each input's cues, then one :meth:`Pipeline.reason_many` over those that gathered; an input that
+        fails gets its exception in its place."""
+        from ..pipeline import Timer
+
+        out: list[dict | Exception | None] = [None] * len(inputs)
+        ready, where, flags, timers, starts = [], [], [], [], []
+        for k, raw in enumerate(inputs):
+            timer, t0 = Timer(), time.perf_counter()
+            try:
+                x = self._checked(raw)
+                media = x.get("media")
+                g = self.pipeline.gather(media, text=x.get("text"), context=x.get("context"),
+                                         speaker=x.get("speaker"), timer=timer)  # fmt: skip
+            except Exception as e:
+                out[k] = e
+                continue
+            ready.append(("text" if media is None else str(media), *g))
+            where.append(k)
+            flags.append(x.get("explain"))
+            timers.append(timer)
+            starts.append(t0)
+        if ready:
+            for k, a in zip(where, self.pipeline.reason_many(ready, explain=flags, timers=timers, started=starts)):
+                out[k] = a if isinstance(a, Exception) else self._out(a)
+        return out  # type: ignore[return-value]
