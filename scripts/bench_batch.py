@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="local: pipeline processes (default 0: one process); ray: actors (default 1)")
     ap.add_argument("--no-explain", action="store_true")
+    ap.add_argument("--backend", default="transformers", help="transformers | vllm (starts a vLLM server)")
     ap.add_argument("--llm-batch", type=int, default=32, help="items explained together (batched generation)")
     args = ap.parse_args()
 
@@ -40,7 +41,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "affect_llm.cli", "batch", args.csv, "--out", str(out),
                    "--limit", str(args.limit), "--engine", engine]  # fmt: skip
             workers = args.workers if args.workers is not None else (1 if engine == "ray" else 0)
-            cmd += ["--workers", str(workers), "--llm-batch", str(args.llm_batch)]
+            cmd += ["--workers", str(workers), "--llm-batch", str(args.llm_batch), "--backend", args.backend]
             if args.no_explain:
                 cmd.append("--no-explain")
             t0 = time.perf_counter()

@@ -110,7 +110,7 @@ class Reasoner:
         elif self.opts.backend == "vllm":
             from . import vllm
 
-            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype)
+            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype, self.opts.vllm_lora)
         else:
             self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
         self.projector = None

