@@ -56,6 +56,25 @@ class LLMBackend(Protocol):
                       seed: int = 0) -> list[str]: ...  # fmt: skip
 
 
+class ChatPrompting:
+    """Chat formatting for a backend with a ``tokenizer``: both backends build their prompts here."""
+
+    tokenizer: Any
+
+    def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+        return self.prompt(messages, add_generation_prompt=add_generation_prompt).ids
+
+    def prompt(
+        self, messages: list[Message], soft=None, assistant_prefix: str = "", add_generation_prompt: bool = True
+    ) -> Prompt:
+        """The chat-formatted prompt; the soft vectors ((k, d) tensor) go where a message holds :data:`SLOT`."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        p = split_slot(self.tokenizer, text, soft)
+        if assistant_prefix:
+            p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
+        return p
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 runs faster than float32."""
     try:
@@ -100,7 +119,7 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated.*", category=FutureWarning)
 
 
-class TransformersLM:
+class TransformersLM(ChatPrompting):
     """A causal LM in this process. ``adapter``: a folder with a peft LoRA adapter for it, merged into the weights
     on load (no extra matmuls at inference)."""
 
@@ -131,20 +150,6 @@ class TransformersLM:
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
         self._prefix = Prompt([])
         self._prefix_cache = None
-
-    # -- formatting -------------------------------------------------------------------------------------
-    def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
-        return self.prompt(messages, add_generation_prompt=add_generation_prompt).ids
-
-    def prompt(
-        self, messages: list[Message], soft=None, assistant_prefix: str = "", add_generation_prompt: bool = True
-    ) -> Prompt:
-        """The chat-formatted prompt; the soft vectors ((k, d) tensor) go where a message holds :data:`SLOT`."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-        p = split_slot(self.tokenizer, text, soft)
-        if assistant_prefix:
-            p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
-        return p
 
     # -- prefix cache -----------------------------------------------------------------------------------
     def _reusable(self, prompt: Prompt):

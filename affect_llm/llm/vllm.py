@@ -45,8 +45,8 @@ import numpy as np
 
 from .. import models
 from ..errors import BackendError
-from .hf import GenerationRequest, Message, quiet_transformers
-from .soft_prompt import Prompt, prompt_embeddings, split_slot
+from .hf import ChatPrompting, GenerationRequest, Message, quiet_transformers
+from .soft_prompt import Prompt, prompt_embeddings
 
 #: the environment variable naming a Python that can ``import vllm`` (default: see :func:`vllm_python`)
 VLLM_ENV = "AFFECT_LLM_VLLM_PYTHON"
@@ -323,7 +323,7 @@ def load_input_embeddings(location: str):
     return nn.Embedding.from_pretrained(model.get_input_embeddings().weight.detach().clone(), freeze=True)
 
 
-class VLLMLM:
+class VLLMLM(ChatPrompting):
     """The reasoner's LLM on a vLLM server (the same interface as :class:`~affect_llm.llm.hf.TransformersLM`:
     :meth:`prompt`, :meth:`score`, :meth:`generate`).
 
@@ -400,18 +400,6 @@ class VLLMLM:
                 msg = r.text
             raise BackendError(f"vLLM server at {self.url} answered {r.status_code}: {' '.join(str(msg).split())[:300]}")
         return r.json()
-
-    # -- formatting (as TransformersLM) ------------------------------------------------------------------
-    def prompt(self, messages: list[Message], soft=None, assistant_prefix: str = "",
-               add_generation_prompt: bool = True) -> Prompt:  # fmt: skip
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-        p = split_slot(self.tokenizer, text, soft)
-        if assistant_prefix:
-            p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
-        return p
-
-    def chat_ids(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
-        return self.prompt(messages, add_generation_prompt=add_generation_prompt).ids
 
     def _embeds_b64(self, prompt: Prompt) -> str:
         import torch
