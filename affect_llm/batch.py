@@ -142,12 +142,12 @@ def error_record(item: EvalItem, e: BaseException) -> dict[str, Any]:
     return {"id": item.id, "label": None, "error": f"{type(e).__name__}: {msg}"}
 
 
-def _gather(pipe, item: EvalItem, timer):
-    if item.media is not None:
-        return str(item.media), pipe.gather(item.media, context=item.context, speaker=item.speaker, timer=timer)
-    if item.text is not None:
-        return "text", pipe.gather(text=item.text, context=item.context, speaker=item.speaker, timer=timer)
-    raise InputError(f"{item.id}: nothing to analyse (this dataset names clips: give --media-dir)")
+def _input(item: EvalItem, explain: bool) -> dict | InputError:
+    """An item as :meth:`Pipeline.analyze_many`'s input (its clip when it has one, else its text)."""
+    if item.media is None and item.text is None:
+        return InputError(f"{item.id}: nothing to analyse (this dataset names clips: give --media-dir)")
+    return {"source": item.media, "text": None if item.media is not None else item.text, "context": item.context,
+            "speaker": item.speaker, "explain": explain}
 
 
 def analyze_item(pipe, item: EvalItem, explain: bool) -> dict[str, Any]:
@@ -156,30 +156,11 @@ def analyze_item(pipe, item: EvalItem, explain: bool) -> dict[str, Any]:
 
 
 def analyze_items(pipe, items: list[EvalItem], explain: list[bool]) -> list[dict[str, Any]]:
-    """Items through the pipeline together: each one's cues and label, then their explanations in one batched
-    generation (:meth:`Pipeline.reason_many`). One record per item, in order; a bad item gets an error record
+    """Items through the pipeline together (:meth:`Pipeline.analyze_many`: each one's cues and label, then their
+    explanations in one batched generation). One record per item, in order; a bad item gets an error record
     and the others go on."""
-    from .pipeline import Timer
-
-    out: list[dict[str, Any] | None] = [None] * len(items)
-    ready, where = [], []
-    for k, item in enumerate(items):
-        timer, t0 = Timer(), time.perf_counter()
-        try:
-            name, gathered = _gather(pipe, item, timer)
-            ready.append(((name, *gathered), timer, t0))
-            where.append(k)
-        except Exception as e:  # a bad item is recorded and the batch goes on
-            out[k] = error_record(item, e)
-    if ready:
-        try:
-            results = pipe.reason_many([g for g, _, _ in ready], explain=[explain[k] for k in where],
-                                       timers=[t for _, t, _ in ready], started=[t0 for _, _, t0 in ready])  # fmt: skip
-        except Exception as e:
-            results = [e] * len(ready)
-        for k, res in zip(where, results):
-            out[k] = error_record(items[k], res) if isinstance(res, Exception) else record(items[k], res)
-    return out  # type: ignore[return-value]
+    results = pipe.analyze_many([_input(x, e) for x, e in zip(items, explain)])
+    return [error_record(x, r) if isinstance(r, Exception) else record(x, r) for x, r in zip(items, results)]
 
 
 def _chunks(items: list[EvalItem], size: int) -> Iterator[list[EvalItem]]:

@@ -394,6 +394,39 @@ class Pipeline:
         name = "text" if text is not None else str(source)
         return self.reason(name, *gathered, explain=explain, timer=timer, started=t0)
 
+    def analyze_many(self, inputs: list[dict | Exception]) -> list[Analysis | Exception]:
+        """:meth:`analyze` for many inputs together: each one's cues, then :meth:`reason_many` over those that
+        gathered (the explanations in one batched generation). ``inputs``: dicts of :meth:`analyze`'s arguments
+        (``source`` or ``text``, ``context``, ``speaker``, ``explain``); an entry that is already an exception
+        stays one. The result has each input's :class:`Analysis`, or its exception, in its place."""
+        out: list[Analysis | Exception | None] = [None] * len(inputs)
+        ready, where, flags, timers, starts = [], [], [], [], []
+        for k, x in enumerate(inputs):
+            if isinstance(x, Exception):
+                out[k] = x
+                continue
+            timer, t0 = Timer(), time.perf_counter()
+            try:
+                source = x.get("source")
+                g = self.gather(source, text=x.get("text"), context=x.get("context"), speaker=x.get("speaker"),
+                                timer=timer)  # fmt: skip
+            except Exception as e:  # a bad input is its own error; the others go on
+                out[k] = e
+                continue
+            ready.append(("text" if source is None else str(source), *g))
+            where.append(k)
+            flags.append(x.get("explain"))
+            timers.append(timer)
+            starts.append(t0)
+        if ready:
+            try:
+                results = self.reason_many(ready, explain=flags, timers=timers, started=starts)
+            except Exception as e:
+                results = [e] * len(ready)
+            for k, r in zip(where, results):
+                out[k] = r
+        return out  # type: ignore[return-value]
+
     def reason(
         self,
         name: str,
@@ -408,13 +441,11 @@ class Pipeline:
     ) -> Analysis:
         """Everything after :meth:`gather`: the LLM's label scores, the fusion, the explanation, the
         :class:`Analysis`. ``gather`` and ``reason`` may run in different processes (the batch engines do)."""
-        timer = timer or Timer()
-        d = self._decide(name, evidence, got, info, dialogue, timer, started)
-        explain = self.config.reasoner.explain if explain is None else explain
-        if explain and d.job is not None:
-            with timer("explain"):
-                d.explained = self.reasoner().explain(d.job.evidence, d.job.label, d.job.evidence_text, d.job.soft)
-        return self._finish(d, explain)
+        out = self.reason_many([(name, evidence, got, info, dialogue)], explain=[explain], timers=[timer or Timer()],
+                               started=[started if started is not None else time.perf_counter()])[0]  # fmt: skip
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     def reason_many(
         self, gathered: list[tuple], *, explain: list[bool] | bool | None = None, timers: list[Timer] | None = None,

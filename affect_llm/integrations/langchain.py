@@ -20,7 +20,6 @@ Against a running ``affect-llm serve``, LangChain's own OpenAI chat model works 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,28 +72,14 @@ class AffectAnalyzer(Runnable[Any, dict]):
         return self._out(a)
 
     def _analyze_many(self, inputs: list[Any]) -> list[dict | Exception]:
-        """Each input's cues, then one :meth:`Pipeline.reason_many` over those that gathered; an input that
-        fails gets its exception in its place."""
-        from ..pipeline import Timer
-
-        out: list[dict | Exception | None] = [None] * len(inputs)
-        ready, where, flags, timers, starts = [], [], [], [], []
-        for k, raw in enumerate(inputs):
-            timer, t0 = Timer(), time.perf_counter()
+        """:meth:`Pipeline.analyze_many` over the inputs; an input that fails gets its exception in its place."""
+        requests: list[dict | Exception] = []
+        for raw in inputs:
             try:
                 x = self._checked(raw)
-                media = x.get("media")
-                g = self.pipeline.gather(media, text=x.get("text"), context=x.get("context"),
-                                         speaker=x.get("speaker"), timer=timer)  # fmt: skip
-            except Exception as e:
-                out[k] = e
-                continue
-            ready.append(("text" if media is None else str(media), *g))
-            where.append(k)
-            flags.append(x.get("explain"))
-            timers.append(timer)
-            starts.append(t0)
-        if ready:
-            for k, a in zip(where, self.pipeline.reason_many(ready, explain=flags, timers=timers, started=starts)):
-                out[k] = a if isinstance(a, Exception) else self._out(a)
-        return out  # type: ignore[return-value]
+                requests.append({"source": x.get("media"), "text": x.get("text"), "context": x.get("context"),
+                                 "speaker": x.get("speaker"), "explain": x.get("explain")})  # fmt: skip
+            except InputError as e:
+                requests.append(e)
+        results = self.pipeline.analyze_many(requests)
+        return [r if isinstance(r, Exception) else self._out(r) for r in results]

@@ -217,23 +217,7 @@ class Reasoner:
         self, evidence: Evidence, label: str, evidence_text: str | None = None, soft=None
     ) -> tuple[str, list[str], list[str]]:
         """Return (explanation, cited ids that exist, ids mentioned that do not exist)."""
-        messages, prefix = self.explain_messages(evidence, label, evidence_text, soft is not None)
-        text = self.lm.generate(
-            messages,
-            max_new_tokens=self.opts.max_new_tokens,
-            temperature=self.opts.temperature,
-            seed=self.opts.seed,
-            assistant_prefix=prefix,
-            soft=soft,
-        )
-        return self._checked(evidence, text)
-
-    @staticmethod
-    def _checked(evidence: Evidence, text: str) -> tuple[str, list[str], list[str]]:
-        text = _trim(text)
-        ids = cited_ids(text)
-        known = set(evidence.ids)
-        return text, [i for i in ids if i in known], [i for i in ids if i not in known]
+        return self.explain_many([ExplainJob(evidence, label, evidence_text, soft)])[0]
 
     def explain_many(self, jobs: list[ExplainJob]) -> list[tuple[str, list[str], list[str]]]:
         """:meth:`explain` for many analyses in one batched generation (the backend's ``generate_many``)."""
@@ -242,7 +226,13 @@ class Reasoner:
             messages, prefix = self.explain_messages(job.evidence, job.label, job.evidence_text, job.soft is not None)
             requests.append(GenerationRequest(messages, prefix, job.soft))
         texts = self.lm.generate_many(requests, self.opts.max_new_tokens, self.opts.temperature, self.opts.seed)
-        return [self._checked(job.evidence, text) for job, text in zip(jobs, texts)]
+        out = []
+        for job, text in zip(jobs, texts):
+            text = _trim(text)
+            ids = cited_ids(text)
+            known = set(job.evidence.ids)
+            out.append((text, [i for i in ids if i in known], [i for i in ids if i not in known]))
+        return out
 
     # -- chat -------------------------------------------------------------------------------------------
     def chat(
