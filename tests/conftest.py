@@ -346,3 +346,17 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
     env.pop("AFFECT_LLM_DEBUG", None)
     env.pop("FORCE_COLOR", None)
     return env
+
+
+def count_reason_many(monkeypatch, pipe) -> list[int]:
+    """Count the calls of ``pipe.reason_many`` (the real method still runs): one entry per call, the number of
+    inputs it got. Restored when the test ends."""
+    calls: list[int] = []
+    real = pipe.reason_many
+
+    def counted(gathered, **kw):
+        calls.append(len(gathered))
+        return real(gathered, **kw)
+
+    monkeypatch.setattr(pipe, "reason_many", counted)
+    return calls

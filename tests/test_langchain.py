@@ -12,6 +12,7 @@ from affect_llm.config import MELD_LABELS  # noqa: E402
 from affect_llm.errors import InputError  # noqa: E402
 from affect_llm.integrations.langchain import AffectAnalyzer  # noqa: E402
 from tests._synth import shared_media  # noqa: E402
+from tests.conftest import count_reason_many  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,27 +37,16 @@ def test_runnable_on_text_media_and_in_a_chain(analyzer):
         analyzer.invoke({"media": "a.mp4", "text": "both"})
 
 
-def test_batch_reasons_in_one_call_and_keeps_errors_in_place(analyzer):
+def test_batch_reasons_in_one_call_and_keeps_errors_in_place(analyzer, monkeypatch):
     """``batch`` reasons over the inputs together (one Pipeline.reason_many call, explanations batched), each
     answer in its input's place; a bad input raises, or with return_exceptions=True stands as its error."""
-    pipe = analyzer.pipeline
-    calls = []
-    real = pipe.reason_many
-
-    def counted(gathered, **kw):
-        calls.append(len(gathered))
-        return real(gathered, **kw)
-
-    pipe.reason_many = counted
-    try:
-        out = analyzer.batch([{"text": "I got the job!"}, {"text": "   "}, str(shared_media() / "jfk.flac")],
-                             return_exceptions=True)  # fmt: skip
-        assert calls == [2]
-        assert out[0]["cues"][0]["text"] == '"I got the job!"'
-        assert out[0]["explanation"].startswith(f"The speaker feels {out[0]['label']}")
-        assert isinstance(out[1], InputError)
-        assert "ask not" in out[2]["transcript"]["text"] and out[2]["explanation"]
-        with pytest.raises(InputError):
-            analyzer.batch([{"text": "fine"}, {"text": ""}])
-    finally:
-        del pipe.reason_many
+    calls = count_reason_many(monkeypatch, analyzer.pipeline)
+    out = analyzer.batch([{"text": "I got the job!"}, {"text": "   "}, str(shared_media() / "jfk.flac")],
+                         return_exceptions=True)  # fmt: skip
+    assert calls == [2]
+    assert out[0]["cues"][0]["text"] == '"I got the job!"'
+    assert out[0]["explanation"].startswith(f"The speaker feels {out[0]['label']}")
+    assert isinstance(out[1], InputError)
+    assert "ask not" in out[2]["transcript"]["text"] and out[2]["explanation"]
+    with pytest.raises(InputError):
+        analyzer.batch([{"text": "fine"}, {"text": ""}])

@@ -15,6 +15,7 @@ import pytest
 
 from affect_llm.server import ServeOptions, create_app
 from tests._synth import shared_media
+from tests.conftest import count_reason_many
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +180,7 @@ def test_fifty_concurrent_requests_mixing_text_and_media_all_answered(server):
     assert res["n"] == 50 and res["p95_s"] >= res["p50_s"] > 0
 
 
-def test_requests_reaching_the_llm_together_are_reasoned_in_one_batch():
+def test_requests_reaching_the_llm_together_are_reasoned_in_one_batch(monkeypatch):
     """The server's batcher: three requests submitted within its wait reach Pipeline.reason_many as one call
     (the real pipeline; the call is only counted), and each gets its own analysis."""
     from affect_llm.config import PipelineConfig
@@ -187,14 +188,7 @@ def test_requests_reaching_the_llm_together_are_reasoned_in_one_batch():
     from affect_llm.server import _Batcher
 
     pipe = Pipeline(PipelineConfig.model_validate({"face": {"enabled": False}}))
-    calls = []
-    real = pipe.reason_many
-
-    def counted(gathered, **kw):
-        calls.append(len(gathered))
-        return real(gathered, **kw)
-
-    pipe.reason_many = counted
+    calls = count_reason_many(monkeypatch, pipe)
     texts = ["I got the job!", "Get out of my house.", "The bus leaves at nine."]
     jobs = [("text", *pipe.gather(text=t)) for t in texts]
     batcher = _Batcher(lambda: pipe, threading.Lock(), wait_s=2.0, max_batch=8)
