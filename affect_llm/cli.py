@@ -282,6 +282,8 @@ def train_context(
     dropout: float = typer.Option(0.1, "--dropout", help="Broad Mamba dropout"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    past: int = typer.Option(0, "--past", help="earlier utterances the encoder reads before each one"),
+    aux_sentiment: float = typer.Option(0.0, "--aux-sentiment", help="weight of an auxiliary sentiment loss (MELD)"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
@@ -291,7 +293,8 @@ def train_context(
         opts = TrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/context-{dataset}"),
                             epochs=epochs, batch_dialogues=batch, lr=lr, patience=patience, max_minutes=max_minutes,
                             max_steps=max_steps, limit_dialogues=limit, seed=seed, dropout=dropout,
-                            weight_decay=weight_decay, label_smoothing=label_smoothing, threads=threads or None)  # fmt: skip
+                            weight_decay=weight_decay, label_smoothing=label_smoothing, past_utterances=past,
+                            aux_sentiment=aux_sentiment, threads=threads or None)  # fmt: skip
         rec = train(opts, console=err)
         best = rec["best_dev"] or {}
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "

@@ -49,7 +49,9 @@ class ContextModelConfig:
     labels: list[str]
     dataset: str = "meld"
     encoder: str = "minilm-l6"
-    max_tokens: int = 64
+    max_tokens: int = 64  # per utterance
+    past_utterances: int = 0  # earlier utterances put before each one in the encoder's input (token-level context)
+    past_tokens: int = 48  # at most this many tokens of them (the most recent kept)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
@@ -91,20 +93,48 @@ class ContextModel(nn.Module):
                             target_modules=cfg.lora_targets, bias="none")  # fmt: skip
             self.encoder = get_peft_model(base, lc)
         self.mamba = BroadMamba(cfg.mamba_config(int(base.config.hidden_size)))
+        self.fingerprint: str | None = None  # of the saved files it was loaded from (see fingerprint())
 
     # --- forward -----------------------------------------------------------------------------------------
     def encode(self, texts: list[str], chunk: int = 32) -> torch.Tensor:
-        """(len(texts), hidden) mean-pooled encoder states. Texts run in chunks of similar length, so that short
-        utterances are not padded to the longest one (MELD: median 12 tokens, longest 95)."""
+        """(len(texts), hidden) mean-pooled encoder states of utterances taken alone."""
+        return self._encode([(ids, 0) for ids in self._ids(texts)], chunk)
+
+    def encode_dialogues(self, dialogues: list[Dialogue], chunk: int = 32) -> torch.Tensor:
+        """(utterances of all ``dialogues``, hidden): each utterance's encoder states, mean-pooled over its own
+        tokens. With ``past_utterances`` = k, the encoder reads the k utterances before it first
+        (``[CLS] u_{i-k} [SEP] … u_{i-1} [SEP] u_i [SEP]``, at most ``past_tokens`` of them, the most recent kept),
+        so attention sees the words said just before; earlier turns only, as the pipeline has them."""
+        k = self.cfg.past_utterances
+        items: list[tuple[list[int], int]] = []
+        for d in dialogues:
+            ids = self._ids([u.text for u in d.utterances])
+            for i, own in enumerate(ids):
+                if k <= 0 or i == 0:
+                    items.append((own, 0))
+                    continue
+                past = [t for p in ids[max(0, i - k) : i] for t in p[1:]][-self.cfg.past_tokens :]  # each ends in [SEP]
+                items.append(([own[0], *past, *own[1:]], 1 + len(past)))
+        return self._encode(items, chunk)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
         texts = [normalize(t) or "." for t in texts]
-        ids = self.tokenizer(texts, truncation=True, max_length=self.cfg.max_tokens)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        return self.tokenizer(texts, truncation=True, max_length=self.cfg.max_tokens)["input_ids"]
+
+    def _encode(self, items: list[tuple[list[int], int]], chunk: int) -> torch.Tensor:
+        """``items``: (input ids, where the utterance's own tokens start; 0 pools [CLS] too, as for a lone
+        utterance). Runs in chunks of similar length, so short utterances are not padded to the longest one
+        (MELD: median 12 tokens, longest 95)."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
         parts = []
         for s in range(0, len(order), chunk):
             idx = order[s : s + chunk]
-            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            enc = self.tokenizer.pad({"input_ids": [items[i][0] for i in idx]}, return_tensors="pt")
             h = self.encoder(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+            m = enc["attention_mask"].clone()
+            for row, i in enumerate(idx):
+                m[row, : items[i][1]] = 0
+            m = m.unsqueeze(-1).to(h.dtype)
             parts.append((h * m).sum(1) / m.sum(1).clamp(min=1e-9))
         pooled = torch.cat(parts)
         return pooled[torch.argsort(torch.tensor(order))]
@@ -113,8 +143,7 @@ class ContextModel(nn.Module):
         """Returns (context embeddings (b, u, d), logits (b, u, labels), lengths (b,))."""
         if not dialogues or any(len(d) == 0 for d in dialogues):
             raise InputError("every dialogue needs at least one utterance")
-        texts = [u.text for d in dialogues for u in d.utterances]
-        flat = self.encode(texts)
+        flat = self.encode_dialogues(dialogues)
         lengths = torch.tensor([len(d) for d in dialogues])
         u_max = int(lengths.max())
         feats = flat.new_zeros(len(dialogues), u_max, flat.shape[-1])
@@ -159,7 +188,21 @@ class ContextModel(nn.Module):
         bm = {k: v for k, v in raw.pop("broad_mamba", {}).items() if k not in ("d_in", "n_labels")}
         model = cls(ContextModelConfig(**raw, broad_mamba=bm), lora_path=path / "encoder_lora")
         model.mamba.load_state_dict(load_file(str(path / "broad_mamba.safetensors")))
+        model.fingerprint = fingerprint(path)
         return model.eval()
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 over a saved context model's weights and config: what a reasoner's projector records, so that it
+    never reads embeddings of a retrained model that kept the same name."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json", "broad_mamba.safetensors", "encoder_lora/adapter_model.safetensors"):
+        f = path / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b""))
+    return h.hexdigest()
 
 
 def _tidy_peft_folder(folder: Path, encoder: str) -> None:

@@ -45,6 +45,8 @@ class TrainOptions:
     lora_r: int = 16
     dropout: float = 0.1  # Broad Mamba's dropout
     label_smoothing: float = 0.0
+    past_utterances: int = 0  # earlier utterances in the encoder's input (ContextModelConfig.past_utterances)
+    aux_sentiment: float = 0.0  # weight of an auxiliary loss on MELD's sentiment labels (a head used only here)
     broad_mamba: dict = field(default_factory=dict)
 
 
@@ -104,6 +106,17 @@ def _targets(batch: list[Dialogue], labels: list[str], shape) -> torch.Tensor:
     return y
 
 
+SENTIMENTS = ["negative", "neutral", "positive"]
+
+
+def _sentiment_targets(batch: list[Dialogue], shape) -> torch.Tensor:
+    index = {lab: i for i, lab in enumerate(SENTIMENTS)}
+    y = torch.full(shape, -100, dtype=torch.long)
+    for b, d in enumerate(batch):
+        y[b, : len(d)] = torch.tensor([index.get(u.sentiment or "", -100) for u in d.utterances])
+    return y
+
+
 def train(opts: TrainOptions, console=None) -> dict:
     """Train, keep the best dev checkpoint in ``opts.out`` and return the run's record (also ``training.json``)."""
     from rich.console import Console
@@ -119,9 +132,15 @@ def train(opts: TrainOptions, console=None) -> dict:
     if opts.limit_dialogues:
         train_set, dev_set = train_set[: opts.limit_dialogues], dev_set[: opts.limit_dialogues]
     cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, lora_r=opts.lora_r, lora_alpha=2 * opts.lora_r,
+                             past_utterances=opts.past_utterances,
                              broad_mamba={"dropout": opts.dropout, **opts.broad_mamba})  # fmt: skip
     model = ContextModel(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
+    has_sentiment = any(u.sentiment for d in train_set for u in d.utterances)
+    sentiment_head = None
+    if opts.aux_sentiment > 0 and has_sentiment:  # multi-task: the context embedding also predicts sentiment
+        sentiment_head = torch.nn.Linear(model.mamba.bls.d_out, len(SENTIMENTS))
+        params += list(sentiment_head.parameters())
     n_trainable = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / opts.batch_dialogues)
@@ -148,10 +167,16 @@ def train(opts: TrainOptions, console=None) -> dict:
             run_loss, seen = 0.0, 0
             for s in range(0, len(order), opts.batch_dialogues):
                 batch = [train_set[i] for i in order[s : s + opts.batch_dialogues]]
-                _, logits, _ = model(batch)
+                ctx, logits, _ = model(batch)
                 y = _targets(batch, labels, logits.shape[:2])
                 loss = F.cross_entropy(logits.reshape(-1, len(labels)), y.reshape(-1), ignore_index=-100,
                                        label_smoothing=opts.label_smoothing)
+                if sentiment_head is not None:
+                    ys = _sentiment_targets(batch, ctx.shape[:2])
+                    if (ys >= 0).any():
+                        aux = F.cross_entropy(sentiment_head(ctx).reshape(-1, len(SENTIMENTS)), ys.reshape(-1),
+                                              ignore_index=-100, label_smoothing=opts.label_smoothing)
+                        loss = loss + opts.aux_sentiment * aux
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -179,6 +204,10 @@ def train(opts: TrainOptions, console=None) -> dict:
                 stale += 1
             bar.update(dev_task, info=f"wF1 {100 * res.weighted_f1:.2f} acc {100 * res.accuracy:.2f}"
                                       + (" (best)" if improved else ""))  # fmt: skip
+            if not console.is_terminal:  # logs (CI, nohup) get one line an epoch; a terminal has the bars
+                console.print(f"epoch {epoch}: step {step}, train loss {rec['train_loss']}, dev wF1 "
+                              f"{rec['dev']['weighted_f1']} acc {rec['dev']['accuracy']}, {rec['minutes']} min"
+                              + (" (best)" if improved else ""))  # fmt: skip
             if stop_reason != "epochs":
                 break
             if stale >= opts.patience:
@@ -187,6 +216,7 @@ def train(opts: TrainOptions, console=None) -> dict:
     minutes = (time.monotonic() - t0) / 60
     record = {
         "options": asdict(opts), "labels": labels, "trainable_parameters": n_trainable, "steps": step,
+        "sentiment_head": sentiment_head is not None,
         "best_epoch": best_epoch, "best_dev": history[best_epoch - 1]["dev"] if best_epoch > 0 else None,
         "stopped": stop_reason, "minutes": round(minutes, 2), "history": history,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -207,7 +237,8 @@ def write_card(record: dict, out: str | Path) -> Path:
     spec = models.get("minilm-l6")
     sha = next((a.sha256 for a in spec.assets if a.path.endswith("model.safetensors")), "?")
     best = record["best_dev"] or {}
-    bm = json.loads((Path(out) / "config.json").read_text())["broad_mamba"]
+    saved = json.loads((Path(out) / "config.json").read_text())
+    bm = saved["broad_mamba"]
     rows = "\n".join(
         f"| {h['epoch']} | {h['step']} | {h['train_loss']:.4f} | {h['dev']['weighted_f1']:.2f} | "
         f"{h['dev']['accuracy']:.2f} | {h['dev']['ece']:.4f} | {h['minutes']:.1f} |"
@@ -216,6 +247,11 @@ def write_card(record: dict, out: str | Path) -> Path:
     per_class = " · ".join(f"{k} {v:.1f}" for k, v in best.get("per_class_f1", {}).items())
     ds = {"meld": "MELD (Poria et al., 2019): `train_sent_emo.csv`, `dev_sent_emo.csv`",
           "emorynlp": "EmoryNLP (Zahiri & Choi, 2018): `emorynlp_train_final.csv`, `emorynlp_dev_final.csv`"}[o["dataset"]]  # fmt: skip
+    k = o.get("past_utterances", 0)
+    past = (f" over its own tokens, with the {k} utterance{'s' if k > 1 else ''} before it in the encoder's input "
+            f"(`[CLS] u_i-{k} [SEP] … u_i [SEP]`, earlier turns only, at most {saved.get('past_tokens')} of their tokens)") if k else ""
+    multitask = (f" An auxiliary head (training only) predicts MELD's sentiment label from the same embedding, "
+                 f"loss weight {o['aux_sentiment']}.") if record.get("sentiment_head") else ""
     text = f"""# context-{o["dataset"]}: conversation-context model (LoRA all-MiniLM-L6-v2 + Broad Mamba)
 
 Per-utterance emotion probabilities and context embeddings for a dialogue, over the {len(record["labels"])} labels
@@ -224,10 +260,10 @@ by the default pipeline (`--context-model {o["dataset"]}`).
 
 **Architecture.** Each utterance is encoded by all-MiniLM-L6-v2 (registry `minilm-l6`, `model.safetensors`
 sha256 `{sha}`) with a LoRA adapter (r={o["lora_r"]}, alpha={2 * o["lora_r"]}, on query/key/value/dense),
-mean-pooled; speaker identity (order of first appearance) is added as an embedding; then Broad Mamba:
+mean-pooled{past}; speaker identity (order of first appearance) is added as an embedding; then Broad Mamba:
 {bm["n_layers"]} bidirectional selective state-space layers (d_model {bm["d_model"]}, d_state {bm["d_state"]}) over the
 dialogue, broad-learning feature nodes ({bm["n_feature_groups"]}×{bm["feature_size"]}) and enhancement nodes
-({bm["n_enhance"]}×{bm["enhance_size"]}) whose concatenation `[Z | H]` is the context embedding, and a linear head. {record["trainable_parameters"]:,}
+({bm["n_enhance"]}×{bm["enhance_size"]}) whose concatenation `[Z | H]` is the context embedding, and a linear head.{multitask} {record["trainable_parameters"]:,}
 trainable parameters; the base encoder is not stored here (only `encoder_lora/`, `broad_mamba.safetensors`).
 
 **Data.** {ds}; text normalised (cp1252 bytes such as `\\x92`, typographic quotes). Trained on train, model
@@ -253,7 +289,8 @@ threads ({record["machine"]["cpu"]}, torch {record["machine"]["torch"]}).
 affect-llm train context --dataset {o["dataset"]} --data-dir DIR --out adapters/context-{o["dataset"]} \\
     --epochs {o["epochs"]} --batch {o["batch_dialogues"]} --lr {o["lr"]} --patience {o["patience"]} \\
     --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --dropout {o["dropout"]} \\
-    --weight-decay {o["weight_decay"]} --label-smoothing {o["label_smoothing"]} --threads {o["threads"] or 0}
+    --weight-decay {o["weight_decay"]} --label-smoothing {o["label_smoothing"]} --past {k} \\
+    --aux-sentiment {o.get("aux_sentiment", 0.0)} --threads {o["threads"] or 0}
 ```
 
 `training.json` holds the full record. Limits: trained on TV-series dialogue (Friends) in English; labels are

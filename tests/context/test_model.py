@@ -39,7 +39,8 @@ def test_train_cli_smoke_and_save_load_parity(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "affect_llm.cli", "train", "context", "--dataset", "meld", "--data-dir", str(data),
-         "--out", str(out), "--epochs", "2", "--max-steps", "3", "--batch", "2", "--seed", "1"],
+         "--out", str(out), "--epochs", "2", "--max-steps", "3", "--batch", "2", "--seed", "1", "--past", "2",
+         "--aux-sentiment", "0.5"],
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -47,6 +48,8 @@ def test_train_cli_smoke_and_save_load_parity(tmp_path):
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 3 and record["stopped"] == "max_steps"
     assert record["trainable_parameters"] > 100_000
+    assert record["sentiment_head"] is True  # MELD's Sentiment column feeds the auxiliary loss
+    assert json.loads((out / "config.json").read_text())["past_utterances"] == 2
     assert {"config.json", "broad_mamba.safetensors", "encoder_lora"} <= {p.name for p in out.iterdir()}
 
     loaded = ContextModel.load(out)
@@ -78,6 +81,34 @@ def test_unmerged_and_merged_lora_agree_and_training_moves_the_weights(tmp_path)
     np.testing.assert_allclose(after.embeddings, before.embeddings, atol=1e-3)
     with pytest.raises(ValueError):
         back.save(tmp_path / "again")  # merged: nothing LoRA left to save
+
+
+@pytest.mark.slow
+def test_encoder_reads_a_window_of_earlier_utterances_only():
+    torch.manual_seed(0)
+    m = ContextModel(ContextModelConfig(labels=MELD_LABELS, past_utterances=2)).eval()
+    texts = ["Where were you?", "At the museum.", "With whom?", "Nobody, I swear.", "You're lying to me!"]
+    d = Dialogue(id="x", utterances=[Utterance("AB"[i % 2], t) for i, t in enumerate(texts)])
+
+    def feats(dialogue):
+        with torch.inference_mode():
+            return m.encode_dialogues([dialogue]).numpy()
+
+    base = feats(d)
+    alone = m.encode(texts).detach().numpy()
+    np.testing.assert_allclose(base[0], alone[0], atol=1e-5)  # nothing before the first utterance
+    assert np.abs(base[1:] - alone[1:]).max(1).min() > 1e-3  # the others read what was said before them
+
+    edited = Dialogue(id="x", utterances=[*d.utterances[:1], Utterance("B", "At the zoo, feeding lions."),
+                                          *d.utterances[2:]])  # fmt: skip
+    diff = np.abs(feats(edited) - base).max(1)
+    assert diff[0] < 1e-5 and diff[4] < 1e-5  # earlier turns, and turns more than 2 later, do not see it
+    assert diff[1] > 1e-3 and diff[2] > 1e-3 and diff[3] > 1e-3  # itself, and the 2 turns after it
+
+    plain = ContextModel(ContextModelConfig(labels=MELD_LABELS))
+    plain.encoder.load_state_dict(m.encoder.state_dict())
+    with torch.inference_mode():  # past_utterances=0 is the utterance alone, as before the option existed
+        np.testing.assert_allclose(plain.encode_dialogues([d]).numpy(), plain.encode(texts).numpy(), atol=1e-5)
 
 
 def _shipped(dataset: str) -> Path:
