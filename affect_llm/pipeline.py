@@ -507,7 +507,8 @@ class Pipeline:
         reasoner = self.reasoner(timer)
         if reasoner.adapter is not None:
             models_used["adapter"] = str(reasoner.adapter.path)
-        soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model)
+        cm = self._context_model
+        soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model, getattr(cm, "fingerprint", None))
         if soft is None and reasoner.projector is not None and got.context_embedding is not None:
             evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
                                   "embeddings")  # fmt: skip

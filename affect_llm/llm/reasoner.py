@@ -36,6 +36,7 @@ class AdapterInfo:
     calibrate: bool = False
     seed_citation: bool = False  # whether the explanation is seeded with the first cue id
     labels: list[str] | None = None  # the label set it was trained to answer with
+    context_fingerprint: str | None = None  # affect_llm.context.model.fingerprint of that context model
 
     @classmethod
     def load(cls, folder: str | Path) -> "AdapterInfo":
@@ -45,7 +46,7 @@ class AdapterInfo:
             raise ModelNotFound(f"{folder}: not a LoRA adapter (no adapter_config.json)")
         raw = json.loads(meta.read_text()) if meta.is_file() else {}
         return cls(folder, raw.get("base", ""), raw.get("context_model"), bool(raw.get("calibrate", False)),
-                   bool(raw.get("seed_citation", False)), raw.get("labels"))  # fmt: skip
+                   bool(raw.get("seed_citation", False)), raw.get("labels"), raw.get("context_fingerprint"))  # fmt: skip
 
     @property
     def has_projector(self) -> bool:
@@ -123,12 +124,15 @@ class Reasoner:
         self._system = prompting.text("system.txt")
         self._prior: dict[tuple[str, ...], np.ndarray] = {}
 
-    def soft_prompt(self, embedding, context_model: str | None):
+    def soft_prompt(self, embedding, context_model: str | None, fingerprint: str | None = None):
         """The soft-prompt vectors for a context embedding, or None: no projector, no embedding, or an embedding
-        from another context model than the one the projector was trained on."""
+        from another context model than the one the projector was trained on (by name, and by the weights'
+        ``fingerprint`` when the adapter recorded one: a retrained model under the same name does not match)."""
         if self.projector is None or embedding is None or self.adapter is None:
             return None
         if context_model != self.adapter.context_model:
+            return None
+        if self.adapter.context_fingerprint and fingerprint != self.adapter.context_fingerprint:
             return None
         import torch
 

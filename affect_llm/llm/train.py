@@ -209,6 +209,12 @@ def _state_path(out: str | Path) -> Path:
     return Path(out) / "checkpoint"
 
 
+def _context_fingerprint(ref: str | None) -> str | None:
+    from ..context.model import load_context_model
+
+    return load_context_model(ref).fingerprint if ref else None
+
+
 def train(opts: ReasonerTrainOptions, console=None) -> dict:
     """Train, checkpoint, resume; save the adapter, projector, ``reasoner.json``, ``training.json`` in ``opts.out``."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -330,7 +336,8 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     from .. import models
 
     base_sha = next((a.sha256 for a in models.get(opts.llm).assets), None) if _registered(opts.llm) else None
-    meta = {"base": opts.llm, "base_sha256": base_sha, "context_model": opts.context_model, "labels": labels,
+    meta = {"base": opts.llm, "base_sha256": base_sha, "context_model": opts.context_model,
+            "context_fingerprint": _context_fingerprint(opts.context_model), "labels": labels,
             "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens}  # fmt: skip
     (out / "reasoner.json").write_text(json.dumps(meta, indent=2) + "\n")
     record = {"options": asdict(opts), "examples": len(examples), "label_examples": n_label, "steps": step,

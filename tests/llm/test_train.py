@@ -94,9 +94,14 @@ def test_kill_resume_equals_uninterrupted_and_the_adapter_loads(tmp_path):
     assert meta["base"] == "smollm2-135m" and meta["context_model"] == "meld" and len(meta["base_sha256"]) == 64
     r = Reasoner(ReasonerOptions(adapter=str(straight), dtype="float32"))
     assert r.adapter.path == straight and r.projector is not None and r.calibrate is False
-    soft = r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "meld")
+    from affect_llm.context.model import load_context_model
+
+    assert meta["context_fingerprint"] == load_context_model("meld").fingerprint
+    soft = r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "meld", meta["context_fingerprint"])
     assert soft.shape == (4, r.lm.model.get_input_embeddings().embedding_dim)
     assert r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "emorynlp") is None
+    # the same name with other weights (a retrained context model) is not read either
+    assert r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "meld", "0" * 64) is None
     ev = 'Evidence:\n[T1] (text): "I love you!"'
     with_soft, without = r.label_distribution(ev, soft=soft), r.label_distribution(ev)
     assert sum(with_soft.values()) == pytest.approx(1) and with_soft != without

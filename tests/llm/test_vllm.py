@@ -80,7 +80,8 @@ def test_label_scores_equal_the_in_process_backend(vllm_server, adapter):
     for text in TEXTS:
         soft = None
         if local.projector is not None:
-            soft = local.soft_prompt(rng.randn(local.projector.cfg.d_in).astype("float32"), local.adapter.context_model)
+            soft = local.soft_prompt(rng.randn(local.projector.cfg.d_in).astype("float32"), local.adapter.context_model,
+                                     local.adapter.context_fingerprint)
             assert soft is not None
         a = local.label_logprobs(text, soft=soft)
         b = remote.label_logprobs(text, soft=soft)
@@ -194,7 +195,8 @@ def test_merged_adapter_scores_exactly_and_serves_concurrent_generation():
         assert lm.model_id == "smollm2-135m+reasoner-meld"
         local = Reasoner(ReasonerOptions(dtype="float32"))
         remote = Reasoner(ReasonerOptions(dtype="float32"), lm=lm, adapter=local.adapter)
-        soft = local.soft_prompt(np.random.RandomState(1).randn(local.projector.cfg.d_in).astype("float32"), "meld")
+        soft = local.soft_prompt(np.random.RandomState(1).randn(local.projector.cfg.d_in).astype("float32"), "meld",
+                                 local.adapter.context_fingerprint)
         a, b = local.label_logprobs(TEXTS[0], soft=soft), remote.label_logprobs(TEXTS[0], soft=soft)
         assert np.abs(a - b).max() < 2e-3, (a, b)
         msgs = [local.label_messages(t)[:1] + [{"role": "user", "content": f"Say something about: {t}"}]
