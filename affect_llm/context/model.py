@@ -225,5 +225,9 @@ def default_path(dataset: str = "meld") -> Path:
 @lru_cache(maxsize=2)
 def load_context_model(ref: str | None = None) -> ContextModel:
     """``ref``: a folder, or ``None`` / a dataset name for the shipped ``adapters/context-<dataset>``."""
-    path = Path(ref) if ref and ("/" in ref or Path(ref).exists()) else default_path(ref or "meld")
-    return ContextModel.load(path)
+    return ContextModel.load(context_model_path(ref))
+
+
+def context_model_path(ref: str | None = None) -> Path:
+    """The folder ``load_context_model(ref)`` loads."""
+    return Path(ref) if ref and ("/" in ref or Path(ref).exists()) else default_path(ref or "meld")

@@ -210,9 +210,10 @@ def _state_path(out: str | Path) -> Path:
 
 
 def _context_fingerprint(ref: str | None) -> str | None:
-    from ..context.model import load_context_model
+    """The fingerprint of the context model ``ref`` names, from its files (the model itself is not loaded)."""
+    from ..context.model import context_model_path, fingerprint
 
-    return load_context_model(ref).fingerprint if ref else None
+    return fingerprint(context_model_path(ref)) if ref else None
 
 
 def train(opts: ReasonerTrainOptions, console=None) -> dict:
