@@ -115,3 +115,25 @@ def test_cli_context_flag(tmp_path):
                          "--no-explain"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r4.returncode == 0, r4.stderr
     assert "adapter" not in Analysis.model_validate_json(r4.stdout).models
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_same_input_same_analysis_whatever_ran_before(dtype):
+    """One Pipeline analysing A, B, A -- and A, B, A each with a dialogue -- gives bit-identical labels,
+    probabilities and explanations for the two A's; so does a batch (analyze_many) holding A among others."""
+    pipe = Pipeline(PipelineConfig.model_validate({"reasoner": {"dtype": dtype, "max_new_tokens": 32}}))
+    a, b = "I can't believe you forgot my birthday again.", "Oh wow, we won the lottery!"
+    lines = "\n".join(f"{u['speaker']}: {u['text']}" for u in DIALOGUE)
+
+    def key(x: Analysis):
+        return x.label, x.probabilities, x.distributions, x.explanation, x.cited_cues
+
+    first = key(pipe.analyze(text=a))
+    pipe.analyze(text=b)
+    assert key(pipe.analyze(text=a)) == first
+    with_ctx = key(pipe.analyze(text=a, context=lines, speaker="Monica"))
+    pipe.analyze(text=b, context=lines, speaker="Monica")
+    assert key(pipe.analyze(text=a, context=lines, speaker="Monica")) == with_ctx
+    batch = pipe.analyze_many([{"text": b}, {"text": "Fine."}, {"text": a}])
+    assert key(batch[2]) == first
+    assert first[3]  # there was an explanation to compare

@@ -3,9 +3,10 @@
 The two operations the reasoner needs -- the log-likelihood of given continuations, and free generation --
 are the backend interface; a vLLM backend (OpenAI-compatible server) implements the same two.
 
-Label scoring and the explanation both start with the same system prompt and evidence block, so the backend
-keeps the KV cache of the last prompt and re-uses its longest common prefix (like vLLM's prefix caching): the
-evidence is encoded once per clip, not once per call.
+Every reasoner prompt starts with the same system turn, so the backend keeps that head's KV cache and runs
+only the rest of each prompt. The head is a fixed boundary of the prompt, never "whatever the last prompt
+shared", so a prompt is always computed in the same pieces and the same input gives the same output bit for
+bit, whatever ran before it (reusing an arbitrary common prefix changes the chunking, and in bf16 the rounding).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from .. import models
+from . import invariant
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
 Message = dict[str, str]
@@ -85,11 +88,23 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(dtype: str):
-    import torch
+def resolve_device(device: str = "auto") -> "torch.device":
+    """``auto``: the GPU when CUDA is available, else the CPU; ``cpu``; ``cuda`` (``cuda:N``), refused without
+    CUDA."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        return torch.device(device)
+    raise ValueError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
 
+
+def resolve_dtype(dtype: str, device: "torch.device | None" = None):
     if dtype == "auto":
-        if torch.cuda.is_available():
+        if (device is None and torch.cuda.is_available()) or (device is not None and device.type == "cuda"):
             return torch.bfloat16
         return torch.bfloat16 if cpu_has_bf16() else torch.float32
     try:
@@ -121,10 +136,11 @@ def quiet_transformers() -> None:
 
 class TransformersLM(ChatPrompting):
     """A causal LM in this process. ``adapter``: a folder with a peft LoRA adapter for it, merged into the weights
-    on load (no extra matmuls at inference)."""
+    on load (no extra matmuls at inference). ``device``: see :func:`resolve_device`; the model and every step's
+    tensors live there."""
 
-    def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None):
-        import torch
+    def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
+                 device: str = "auto"):  # fmt: skip
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
@@ -135,56 +151,64 @@ class TransformersLM(ChatPrompting):
         self.name = ref
         self.location = r.location
         self.adapter = adapter
-        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
         if adapter is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
-        self.model = model.eval()
+        # attention row by row over each row's own positions: a row's output never depends on its batch
+        model.set_attn_implementation(invariant.register())
+        self.model = model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
         self._eos = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
-        self._prefix = Prompt([])
-        self._prefix_cache = None
+        self._heads_lock = threading.Lock()
+        self._heads: dict[tuple[int, ...], Any] = {}  # KV caches of prompt heads (system turns), by their ids
 
-    # -- prefix cache -----------------------------------------------------------------------------------
-    def _reusable(self, prompt: Prompt):
-        """A copy of the cached KV cache cut to the longest prefix it shares with ``prompt`` (leaving at least one
-        position to run, for the logits), and that prefix's length."""
-        n = 0
-        limit = min(len(prompt) - 1, len(self._prefix))
-        while n < limit and prompt.same_position(self._prefix, n):
-            n += 1
-        if n == 0 or self._prefix_cache is None:
-            return None, 0
-        cache = copy.deepcopy(self._prefix_cache)
-        _crop(cache, n)
-        return cache, n
+    # -- the shared head -------------------------------------------------------------------------------
+    def _head_length(self, messages: list[Message], prompt: Prompt) -> int:
+        """Where a prompt's cacheable head ends: after its system turn (the same for every call of the reasoner),
+        or 0. The head is a fixed boundary of the prompt itself, never of what ran before, so a prompt is always
+        computed in the same two pieces."""
+        if not messages or messages[0].get("role") != "system":
+            return 0
+        head = self.prompt(messages[:1], add_generation_prompt=False).ids
+        n = len(head)
+        if n >= len(prompt) or any(i < 0 for i in head) or prompt.ids[:n] != head:
+            return 0
+        return n
 
-    def _encode(self, prompt: Prompt):
-        """Run the prompt (re-using the cached prefix); return the last position's logits and the cache."""
-        cache, n = self._reusable(prompt)
-        embeds = prompt_embeddings(self.model.get_input_embeddings(), prompt, start=n)
-        out = self.model(inputs_embeds=embeds.unsqueeze(0), past_key_values=cache, use_cache=True)
-        self._prefix, self._prefix_cache = prompt, copy.deepcopy(out.past_key_values)
-        return out.logits[0, -1], out.past_key_values
+    def _head_cache(self, ids: list[int]):
+        """A fresh copy of the KV cache of ``ids`` (run alone, from position 0), computed once per distinct head."""
+        key = tuple(ids)
+        with self._heads_lock:
+            cache = self._heads.get(key)
+            if cache is None:
+                cache = self.model(torch.tensor([ids], device=self.device), use_cache=True).past_key_values
+                self._heads[key] = cache
+                while len(self._heads) > 8:
+                    self._heads.pop(next(iter(self._heads)))
+            return copy.deepcopy(cache)
 
     # -- scoring ----------------------------------------------------------------------------------------
     def score(self, messages: list[Message], continuations: list[str], soft=None) -> np.ndarray:
         """Sum of token log-probabilities of each continuation as the assistant's reply."""
-        import torch
-
         prompt = self.prompt(messages, soft)
         conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if any(len(c) == 0 for c in conts):
             raise ValueError("empty continuation")
         with self._lock, torch.inference_mode():
-            last, cache = self._encode(prompt)
-            first = torch.log_softmax(last.float(), -1)
+            head = self._head_length(messages, prompt)
+            cache = self._head_cache(prompt.ids[:head]) if head else None
+            embeds = prompt_embeddings(self.model.get_input_embeddings(), prompt, start=head)
+            out = self.model(inputs_embeds=embeds.unsqueeze(0), past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
             scores = np.array([float(first[c[0]]) for c in conts])
             # The continuations' later tokens in one forward: the prompt's cache repeated once per continuation
             # (small: a few hundred positions), each row its continuation's tokens, right-padded (a padded
@@ -195,9 +219,9 @@ class TransformersLM(ChatPrompting):
                 batch = torch.zeros((len(longer), width), dtype=torch.long)
                 for r, i in enumerate(longer):
                     batch[r, : len(conts[i]) - 1] = torch.tensor(conts[i][:-1])
-                rows = copy.deepcopy(cache)
-                rows.batch_repeat_interleave(len(longer))
-                logp = torch.log_softmax(self.model(batch, past_key_values=rows, use_cache=True).logits.float(), -1)
+                cache.batch_repeat_interleave(len(longer))
+                logits = self.model(batch.to(self.device), past_key_values=cache, use_cache=True).logits
+                logp = torch.log_softmax(logits.float(), -1)
                 for r, i in enumerate(longer):
                     scores[i] += float(sum(logp[r, j, t] for j, t in enumerate(conts[i][1:])))
         return scores
@@ -213,107 +237,108 @@ class TransformersLM(ChatPrompting):
         soft=None,
     ) -> str:
         """Greedy (``temperature`` 0) or nucleus-sampled continuation, with a repetition penalty of 1.15 over the
-        prompt and the answer (transformers' own logits processors). The prompt runs through the prefix cache
-        and the soft-prompt embedding path like :meth:`score`."""
-        import torch
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopPLogitsWarper)  # fmt: skip
-
-        prompt = self.prompt(messages, soft, assistant_prefix)
-        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.15)])
-        if temperature > 0:
-            processors += [TemperatureLogitsWarper(temperature), TopPLogitsWarper(0.9)]
-        out: list[int] = []
-        with self._lock, torch.inference_mode():
-            gen = torch.Generator().manual_seed(seed)
-            last, cache = self._encode(prompt)
-            seen = torch.tensor([prompt.real_ids()])
-            for _ in range(max_new_tokens):
-                scores = processors(seen, last.float().unsqueeze(0))
-                if temperature > 0:
-                    tok = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=gen))
-                else:
-                    tok = int(scores.argmax(-1))
-                if tok in self._eos:
-                    break
-                out.append(tok)
-                seen = torch.cat([seen, torch.tensor([[tok]])], 1)
-                last = self.model(torch.tensor([[tok]]), past_key_values=cache, use_cache=True).logits[0, -1]
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return (assistant_prefix + text).strip()
+        prompt and the answer (transformers' own logits processors). The same computation as one row of
+        :meth:`generate_many`, so a prompt gets the same answer alone or in a batch."""
+        request = GenerationRequest(messages, assistant_prefix, soft)
+        return self.generate_many([request], max_new_tokens, temperature, seed)[0]
 
     def generate_many(self, requests: list[GenerationRequest], max_new_tokens: int = 96, temperature: float = 0.0,
                       seed: int = 0) -> list[str]:  # fmt: skip
-        """:meth:`generate` for many prompts at once, greedy: the prefix the prompts share runs once, their rests
-        left-padded into one batch after it, then one forward per new token for all of them, a row leaving the
-        batch when it ends. The same penalty over each row's
-        prompt and answer. Sampling (``temperature`` > 0) runs the prompts one at a time, each with ``seed``, so
-        that an answer does not depend on what it was batched with."""
-        import torch
-        from transformers import RepetitionPenaltyLogitsProcessor
-
-        if temperature > 0 or len(requests) <= 1:
-            return [self.generate(r.messages, max_new_tokens, temperature, seed, r.assistant_prefix, r.soft)
-                    for r in requests]  # fmt: skip
+        """:meth:`generate` for many prompts at once. Prompts with the same head (system turn) share its cached KV;
+        their rests are left-padded into one batch, then one forward per new token for all of them, a row leaving
+        the batch when it ends. Attention runs row by row over each row's own positions
+        (:mod:`affect_llm.llm.invariant`), so every answer is the one its prompt gets alone, bit for bit, in any
+        dtype. Sampling (``temperature`` > 0) runs each prompt alone with its own generator seeded with ``seed``."""
         prompts = [self.prompt(r.messages, r.soft, r.assistant_prefix) for r in requests]
-        n = len(prompts)
-        # the prefix all prompts share (the system prompt, ...) runs once; each row then holds its own rest
-        shared = 0
-        while shared < min(len(p) for p in prompts) - 1 and all(p.same_position(prompts[0], shared) for p in prompts):
-            shared += 1
-        width = max(len(p) for p in prompts) - shared
-        penalty = RepetitionPenaltyLogitsProcessor(1.15)
-        embed = self.model.get_input_embeddings()
+        heads = [self._head_length(r.messages, p) for r, p in zip(requests, prompts)]
+        answers: list[list[int]] = [[] for _ in requests]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (p, h) in enumerate(zip(prompts, heads)):
+            groups.setdefault(tuple(p.ids[:h]), []).append(i)
         with self._lock, torch.inference_mode():
-            cache = None
-            if shared:
-                head = prompt_embeddings(embed, prompts[0])[:shared]
-                cache = self.model(inputs_embeds=head.unsqueeze(0), use_cache=True).past_key_values
-                cache.batch_repeat_interleave(n)
-            rows = [prompt_embeddings(embed, p, start=shared) for p in prompts]
-            embeds = rows[0].new_zeros((n, width, rows[0].shape[-1]))
-            mask = torch.zeros((n, shared + width), dtype=torch.long)
-            mask[:, :shared] = 1
-            seen = torch.zeros((n, shared + width), dtype=torch.long)
-            for i, (p, e) in enumerate(zip(prompts, rows)):
-                rest = len(p) - shared  # left-padded between the shared prefix and the row's own rest
-                embeds[i, width - rest :] = e
-                mask[i, shared + width - rest :] = 1
-                real = p.real_ids()
-                # a row's seen tokens, left-filled with its own first token: penalising a token twice is once
-                seen[i] = torch.tensor([real[0]] * (shared + width - len(real)) + real)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-            out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                             use_cache=True)  # fmt: skip
-            cache, last = out.past_key_values, out.logits[:, -1]
-            live = list(range(n))  # request index of each batch row
-            answers: list[list[int]] = [[] for _ in range(n)]
-            for step in range(max_new_tokens):
-                tokens = penalty(seen, last.float()).argmax(-1)
-                keep = []
-                for r, i in enumerate(live):
-                    t = int(tokens[r])
-                    if t in self._eos:
-                        continue
-                    answers[i].append(t)
-                    keep.append(r)
-                if not keep or step == max_new_tokens - 1:
-                    break
-                if len(keep) < len(live):  # rows that ended leave the batch (and the cache)
-                    idx = torch.tensor(keep)
-                    cache.batch_select_indices(idx)
-                    tokens, mask, seen = tokens[idx], mask[idx], seen[idx]
-                    live = [live[r] for r in keep]
-                mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
-                seen = torch.cat([seen, tokens.unsqueeze(1)], 1)
-                pos = (mask.sum(-1, keepdim=True) - 1)
-                last = self.model(tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                  use_cache=True).logits[:, -1]  # fmt: skip
+            for head, members in groups.items():
+                chunks = [[i] for i in members] if temperature > 0 else [members]
+                for chunk in chunks:
+                    outs = self._decode([prompts[i] for i in chunk], len(head), max_new_tokens, temperature, seed)
+                    for i, a in zip(chunk, outs):
+                        answers[i] = a
         return [(r.assistant_prefix + self.tokenizer.decode(a, skip_special_tokens=True)).strip()
                 for r, a in zip(requests, answers)]  # fmt: skip
 
+    def _decode(self, prompts: list[Prompt], head: int, max_new_tokens: int, temperature: float,
+                seed: int) -> list[list[int]]:  # fmt: skip
+        """The new tokens of each prompt (all sharing their first ``head`` ids)."""
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopPLogitsWarper)  # fmt: skip
+
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.15)])
+        if temperature > 0:
+            processors += [TemperatureLogitsWarper(temperature), TopPLogitsWarper(0.9)]
+        gen = torch.Generator().manual_seed(seed)
+        n_real = len(prompts)
+        # ghost rows (copies of the first prompt, their tokens thrown away) keep a forward at the row count from
+        # which every row is computed as in any larger batch
+        floor = invariant.min_rows(self.dtype)
+        prompts = prompts + [prompts[0]] * max(0, floor - n_real)
+        n = len(prompts)
+        width = max(len(p) for p in prompts) - head
+        embed = self.model.get_input_embeddings()
+        cache = None
+        if head:
+            cache = self._head_cache(prompts[0].ids[:head])
+            cache.batch_repeat_interleave(n)
+        rows = [prompt_embeddings(embed, p, start=head) for p in prompts]
+        embeds = rows[0].new_zeros((n, width, rows[0].shape[-1]))
+        mask = torch.zeros((n, head + width), dtype=torch.long)
+        mask[:, :head] = 1
+        seen = torch.zeros((n, head + width), dtype=torch.long)
+        for i, (p, e) in enumerate(zip(prompts, rows)):
+            rest = len(p) - head  # left-padded between the shared head and the row's own rest
+            embeds[i, width - rest :] = e
+            mask[i, head + width - rest :] = 1
+            real = p.real_ids()
+            # a row's seen tokens, left-filled with its own first token: penalising a token twice is once
+            seen[i] = torch.tensor([real[0]] * (head + width - len(real)) + real)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, head:]
+        out = self.model(inputs_embeds=embeds, attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)  # fmt: skip
+        cache, last = out.past_key_values, out.logits[:, -1].float().cpu()
+        live = list(range(n))  # prompt index of each batch row
+        done = [False] * n
+        answers: list[list[int]] = [[] for _ in range(n)]
+        for step in range(max_new_tokens):
+            scores = processors(seen, last)
+            if temperature > 0:
+                tokens = torch.multinomial(torch.softmax(scores, -1), 1, generator=gen).squeeze(1)
+            else:
+                tokens = scores.argmax(-1)
+            for r, i in enumerate(live):
+                t = int(tokens[r])
+                if done[i] or t in self._eos:
+                    done[i] = True
+                else:
+                    answers[i].append(t)
+            if all(done[i] for i in live if i < n_real) or step == max_new_tokens - 1:
+                break
+            keep = [r for r, i in enumerate(live) if not done[i]]
+            keep += [r for r, i in enumerate(live) if done[i]][: max(0, floor - len(keep))]
+            keep.sort()
+            if len(keep) < len(live):  # rows that ended leave the batch (and the cache), down to the floor
+                idx = torch.tensor(keep)
+                cache.batch_select_indices(idx.to(self.device))
+                tokens, mask, seen = tokens[idx], mask[idx], seen[idx]
+                live = [live[r] for r in keep]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
+            seen = torch.cat([seen, tokens.unsqueeze(1)], 1)
+            pos = mask.sum(-1, keepdim=True) - 1
+            last = self.model(tokens.unsqueeze(1).to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=pos.to(self.device), past_key_values=cache,
+                              use_cache=True).logits[:, -1].float().cpu()  # fmt: skip
+        return answers[:n_real]
+
 
 @lru_cache(maxsize=2)
-def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None) -> TransformersLM:
+def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
+         device: str = "auto") -> TransformersLM:  # fmt: skip
     """A process-wide cached model."""
-    return TransformersLM(ref, threads, dtype, adapter)
+    return TransformersLM(ref, threads, dtype, adapter, device)

@@ -442,6 +442,8 @@ explanations are template-shaped, and so are the tuned model's.
 def _base_for_training(opts: ReasonerTrainOptions, lm, device):
     """The frozen base on ``device``; with ``load_4bit``, reloaded in 4-bit NF4 through bitsandbytes (CUDA only)."""
     if not opts.load_4bit:
+        # training batches are padded the same way every step: torch's fused attention, not the row-wise one
+        lm.model.set_attn_implementation("sdpa")
         return lm.model.to(device)
     if device.type != "cuda":
         raise RuntimeError("4-bit loading (bitsandbytes) needs a CUDA GPU; train in float32/bf16 on this machine")

@@ -46,34 +46,55 @@ def test_cached_scoring_matches_plain_forward(lm32):
     np.testing.assert_allclose(lm32.score(msgs2, conts), [_naive_score(lm32, msgs2, c) for c in conts], atol=2e-3)
 
 
-def test_generation_with_prefix_cache_equals_without(lm32):
-    msgs = [{"role": "user", "content": "Name three colours."}]
-    lm32._prefix, lm32._prefix_cache = Prompt([]), None
-    cold = lm32.generate(msgs, max_new_tokens=12)
-    lm32.score(msgs, ["Red"])  # leaves this prompt's cache behind
-    assert lm32._prefix.ids
-    assert lm32.generate(msgs, max_new_tokens=12) == cold
+@pytest.fixture(scope="module")
+def lm16():
+    return TransformersLM("smollm2-135m", dtype="bfloat16")
 
 
-def test_batched_generation_equals_one_at_a_time(lm32):
-    """generate_many (left-padded batch, rows leaving as they end) gives each prompt the answer generate gives
-    it alone, in float32: prompts of different lengths, a soft prompt, an assistant prefix, early and late ends."""
-    import torch
+SYSTEM = {"role": "system", "content": "You judge emotions from evidence and explain them, citing ids."}
 
+
+def _asks(*texts):
+    return [[SYSTEM, {"role": "user", "content": f'Evidence: [T1] (text): "{t}". Why does the speaker feel so?'}]
+            for t in texts]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_same_prompt_same_output_whatever_ran_before(dtype, lm32, lm16):
+    """A, B, A: the second A is bit-identical to the first (scores and generation), and to a cold model's A,
+    in both dtypes: the cached head is a fixed boundary of the prompt, not a prefix shared with the last call."""
+    lm = lm32 if dtype == "float32" else lm16
+    a, b = _asks("I can't believe you forgot my birthday again.", "Oh wow, that is wonderful news!")
+    labels = ["joy", "anger", "sadness", "surprise"]
+    lm._heads.clear()
+    cold_gen, cold_score = lm.generate(a, 24, assistant_prefix="The speaker feels"), lm.score(a, labels)
+    assert lm._heads  # the system turn's cache was kept
+    lm.generate(b, 24, assistant_prefix="The speaker feels")
+    lm.score(b, labels)
+    assert lm.generate(a, 24, assistant_prefix="The speaker feels") == cold_gen
+    assert np.array_equal(lm.score(a, labels), cold_score)
+    # a prompt that shares more than the head with the last one (the old prefix cache's case) is unaffected too
+    longer = [a[0], {"role": "user", "content": a[1]["content"] + " Answer briefly."}]
+    first = lm.score(longer, labels)
+    lm._heads.clear()
+    lm.score(b, labels)
+    assert np.array_equal(lm.score(longer, labels), first)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batched_generation_with_a_shared_head_is_bit_identical(dtype, lm32, lm16):
+    """Prompts sharing a system turn, batched (left-padded, ending at different steps), give exactly the answers
+    they get alone, in bfloat16 too (row-wise attention and at least min_rows rows per forward)."""
     from affect_llm.llm.hf import GenerationRequest
-    from affect_llm.llm.soft_prompt import SLOT
 
-    soft = torch.randn(4, lm32.model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.05
-    reqs = [
-        GenerationRequest([{"role": "user", "content": "Name three colours."}]),
-        GenerationRequest([{"role": "user", "content": "Say yes or no only."}], assistant_prefix="Answer:"),
-        GenerationRequest([{"role": "user", "content": f"Context {SLOT}. Describe a calm morning at the sea, "
-                                                       "with its sounds and colours, in a few sentences."}], soft=soft),
-        GenerationRequest([{"role": "user", "content": "Why is the sky blue?"}], assistant_prefix="Because"),
-    ]  # fmt: skip
-    one = [lm32.generate(r.messages, 24, assistant_prefix=r.assistant_prefix, soft=r.soft) for r in reqs]
-    assert lm32.generate_many(reqs, 24) == one
-    assert len({len(a) for a in one}) > 1  # the rows did end at different lengths
+    lm = lm32 if dtype == "float32" else lm16
+    msgs = _asks("I can't believe you forgot my birthday again.", "Okay.", "You never listen to me. Not once.",
+                 "Get out of my house right now!", "I miss her so much, every single day.")  # fmt: skip
+    reqs = [GenerationRequest(m, "The speaker feels") for m in msgs]
+    alone = [lm.generate(r.messages, 32, assistant_prefix=r.assistant_prefix) for r in reqs]
+    assert lm.generate_many(reqs, 32) == alone
+    assert lm.generate_many(reqs[::-1], 32) == alone[::-1]
+    assert lm.generate_many(reqs[1:3], 32) == alone[1:3]
 
 
 def _evidence():
@@ -100,14 +121,18 @@ def test_label_distribution_is_a_distribution_over_the_label_set(lm):
     assert max(abs(raw[k] - p[k]) for k in p) > 1e-3
 
 
-def test_explanation_cites_only_checked_ids(lm):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_explanation_cites_only_checked_ids(dtype, lm32, lm16):
+    lm = lm32 if dtype == "float32" else lm16
     r = Reasoner(ReasonerOptions(max_new_tokens=40), lm=lm)
     ev = _evidence()
     text, cited, unknown = r.explain(ev, "anger")
     assert text.startswith("The speaker feels anger.")
     assert cited and set(cited) <= set(ev.ids)
     assert not set(unknown) & set(ev.ids)
-    # deterministic (greedy) decoding
+    # deterministic (greedy) decoding, also after other work
+    r.label_distribution(ev.render())
+    r.explain(ev, "sadness")
     assert r.explain(ev, "anger")[0] == text
 
 
