@@ -69,16 +69,24 @@ class Pipeline:
         self._context_model = None
         self._fusion = None
         self._reasoner_loading: Future | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the loader state below and the per-model locks
+        self._locks: dict[str, threading.Lock] = {}
 
     # -- lazily loaded stages ---------------------------------------------------------------------------
-    def transcriber(self, timer: Timer | None = None):
-        if self._transcriber is None:
-            from .cues.speech import load_transcriber
+    # Each loader checks and sets its model under its own lock, so a Pipeline shared by threads (the server,
+    # LangChain's abatch) loads every model once; the LLM loads in a background thread (see preload_reasoner).
+    def _loader_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(name, threading.Lock())
 
-            with (timer or Timer())("load_asr"):
-                self._transcriber = load_transcriber(self.config.speech)
-        return self._transcriber
+    def transcriber(self, timer: Timer | None = None):
+        with self._loader_lock("asr"):
+            if self._transcriber is None:
+                from .cues.speech import load_transcriber
+
+                with (timer or Timer())("load_asr"):
+                    self._transcriber = load_transcriber(self.config.speech)
+            return self._transcriber
 
     def _load_reasoner(self):
         from .llm.reasoner import Reasoner
@@ -95,17 +103,36 @@ class Pipeline:
                 self._reasoner_loading = ThreadPoolExecutor(1, thread_name_prefix="load-llm").submit(self._load_reasoner)
 
     def reasoner(self, timer: Timer | None = None):
-        if self._reasoner is None:
-            self.preload_reasoner()
-            t0 = time.perf_counter()
-            assert self._reasoner_loading is not None
-            reasoner, load_s = self._reasoner_loading.result()  # re-raises a loading error here
-            with self._lock:
-                self._reasoner, self._reasoner_loading = reasoner, None
-            if timer is not None:
-                timer.timings["load_llm"] = round(load_s, 4)  # in the background: overlaps other stages
-                timer.timings["wait_llm"] = round(time.perf_counter() - t0, 4)
+        if self._reasoner is not None:
+            return self._reasoner
+        self.preload_reasoner()
+        t0 = time.perf_counter()
+        with self._lock:
+            loading = self._reasoner_loading
+        if loading is None:  # another thread finished the load in between
+            return self._reasoner
+        try:
+            reasoner, load_s = loading.result()  # re-raises a loading error here
+        except BaseException:
+            with self._lock:  # the next call tries again instead of re-raising a stale error forever
+                if self._reasoner_loading is loading:
+                    self._reasoner_loading = None
+            raise
+        with self._lock:
+            if self._reasoner is None:
+                self._reasoner = reasoner
+            if self._reasoner_loading is loading:
+                self._reasoner_loading = None
+        if timer is not None:
+            timer.timings["load_llm"] = round(load_s, 4)  # in the background: overlaps other stages
+            timer.timings["wait_llm"] = round(time.perf_counter() - t0, 4)
         return self._reasoner
+
+    def _after_llm_import(self, timer: Timer | None) -> None:
+        """Importing transformers' lazy modules from two threads at once can fail: a loader that imports them
+        (the context model, CLIP) first lets a background LLM load finish (it usually has, while ASR ran)."""
+        if self._reasoner_loading is not None:
+            self.reasoner(timer)
 
     def context_model(self, timer: Timer | None = None):
         """The conversation-context model, or None when ``config.context.model`` is None."""
@@ -113,35 +140,35 @@ class Pipeline:
         if ref is None:
             return None
         if self._context_model is None:
-            if self._reasoner_loading is not None:
-                # the LLM is loading in the background: importing transformers' lazy modules from two threads
-                # at once can fail, so let that finish first (it usually has, while ASR ran)
-                self.reasoner(timer)
-            from .context.model import load_context_model
+            self._after_llm_import(timer)
+            with self._loader_lock("context"):
+                if self._context_model is None:
+                    from .context.model import load_context_model
 
-            with (timer or Timer())("load_context"):
-                self._context_model = load_context_model(ref)
+                    with (timer or Timer())("load_context"):
+                        self._context_model = load_context_model(ref)
         return self._context_model
 
     def fusion(self):
         """The fitted probability fusion, or None when ``config.context.fusion`` is None (or ``auto`` finds none
         shipped for the context model in use)."""
-        if self._fusion is None:
-            from .context.model import adapters_dir
-            from .fusion import ProbabilityFusion
+        with self._loader_lock("fusion"):
+            if self._fusion is None:
+                from .context.model import adapters_dir
+                from .fusion import ProbabilityFusion
 
-            ref = self.config.context.fusion
-            auto = ref == "auto"
-            if auto:
-                model = self.config.context.model
-                ref = model if model and "/" not in model and not Path(model).exists() else None
-            if ref is None:
-                return None
-            path = Path(ref) if ref.endswith(".json") or "/" in ref else adapters_dir() / f"fusion-{ref}.json"
-            if auto and not path.is_file():
-                return None
-            self._fusion = ProbabilityFusion.load(path)
-        return self._fusion
+                ref = self.config.context.fusion
+                auto = ref == "auto"
+                if auto:
+                    model = self.config.context.model
+                    ref = model if model and "/" not in model and not Path(model).exists() else None
+                if ref is None:
+                    return None
+                path = Path(ref) if ref.endswith(".json") or "/" in ref else adapters_dir() / f"fusion-{ref}.json"
+                if auto and not path.is_file():
+                    return None
+                self._fusion = ProbabilityFusion.load(path)
+            return self._fusion
 
     # -- cues -------------------------------------------------------------------------------------------
     def dialogue_context(self, context: Dialogue | str | Path | None) -> Dialogue | None:
@@ -240,9 +267,12 @@ class Pipeline:
     def scene_matcher(self):
         """The CLIP matcher, or None when no CLIP weights are configured."""
         if self._matcher is None and self.config.scene.model is not None:
-            from .cues.clip import load_matcher
+            self._after_llm_import(None)
+            with self._loader_lock("clip"):
+                if self._matcher is None:
+                    from .cues.clip import load_matcher
 
-            self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
+                    self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
         return self._matcher
 
     def _start_video(self, path: str | Path, got: "Gathered", timer: Timer) -> Future | None:

@@ -137,3 +137,28 @@ def test_same_input_same_analysis_whatever_ran_before(dtype):
     batch = pipe.analyze_many([{"text": b}, {"text": "Fine."}, {"text": a}])
     assert key(batch[2]) == first
     assert first[3]  # there was an explanation to compare
+
+
+def test_one_pipeline_from_eight_threads_equals_sequential_use():
+    """A fresh Pipeline hit by 8 threads at once (its lazy loaders racing, as in the server and LangChain's
+    abatch) loads each model once and gives every input the analysis sequential use gives it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = PipelineConfig.model_validate({"reasoner": {"max_new_tokens": 24}})
+    texts = ["I can't believe you forgot my birthday again.", "Oh wow, we won the lottery!", "Fine.",
+             "Get out of my house!", "I miss her every day.", "Is that a spider on my arm?", "Ugh, this soup is off.",
+             "See you tomorrow then."]  # fmt: skip
+
+    def key(x: Analysis):
+        return x.label, x.probabilities, x.explanation
+
+    seq = Pipeline(cfg)
+    expected = [key(seq.analyze(text=t)) for t in texts]
+    shared = Pipeline(cfg)
+    loads = []
+    real = shared._load_reasoner
+    shared._load_reasoner = lambda: loads.append(1) or real()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: key(shared.analyze(text=t)), texts))
+    assert got == expected
+    assert len(loads) == 1
