@@ -41,9 +41,13 @@ def _off(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
-def _backend(backend: str, vllm_url: str | None) -> dict:
+def _backend(backend: str, vllm_url: str | None, device: str = "auto") -> dict:
     """The reasoner's backend options (a URL implies the vLLM backend)."""
-    return {"backend": "vllm" if vllm_url else backend, "vllm_url": vllm_url}
+    return {"backend": "vllm" if vllm_url else backend, "vllm_url": vllm_url, "device": device}
+
+
+def _device_option():
+    return typer.Option("auto", "--device", help="in-process LLM device: auto (a CUDA GPU when there is one) | cpu | cuda")
 
 
 def _modalities(value: str | None) -> list[str] | None:
@@ -83,6 +87,7 @@ def chat(
         "auto", "--adapter", help="reasoner LoRA adapter: auto (the shipped one over its base LLM) | a folder | none"
     ),
     backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    device: str = _device_option(),
     vllm_url: Optional[str] = typer.Option(
         None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
     ),
@@ -135,7 +140,7 @@ def chat(
                     **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
                     "model": llm,
                     "adapter": _off(adapter),
-                    **_backend(backend, vllm_url),
+                    **_backend(backend, vllm_url, device),
                     "max_new_tokens": max_new_tokens,
                     "dtype": dtype,
                     **({"labels": labels.split(",")} if labels else {}),
@@ -389,6 +394,7 @@ def eval_run(
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
     backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    device: str = _device_option(),
     vllm_url: Optional[str] = typer.Option(
         None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
     ),
@@ -439,7 +445,7 @@ def eval_run(
                 "scene": {"model": clip},
                 "context": {"model": _off(cm),
                             "fusion": _off(fusion)},
-                "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url),
+                "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url, device),
                              **({"labels": dataset_labels(name)} if name in DATASETS else {})},
                 "modalities": _modalities(modalities),
             })  # fmt: skip
@@ -489,6 +495,7 @@ def batch(
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
     backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    device: str = _device_option(),
     vllm_url: Optional[str] = typer.Option(
         None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
     ),
@@ -514,7 +521,7 @@ def batch(
             "scene": {"model": clip},
             "context": {"model": _off(cm),
                         "fusion": _off(fusion)},
-            "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url),
+            "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url, device),
                          **({"labels": dataset_labels(name)} if name and not labels else {}),
                          **({"labels": labels.split(",")} if labels else {})},
             "modalities": _modalities(modalities),
@@ -546,6 +553,7 @@ def serve(
     llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
     adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
     backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
+    device: str = _device_option(),
     vllm_url: Optional[str] = typer.Option(
         None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
     ),
@@ -560,7 +568,7 @@ def serve(
 
         cfg = PipelineConfig.model_validate({"face": {"enabled": not no_face},
                                              "reasoner": {"model": llm, "adapter": _off(adapter),
-                                                          **_backend(backend, vllm_url)}})  # fmt: skip
+                                                          **_backend(backend, vllm_url, device)}})  # fmt: skip
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
                             max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms)  # fmt: skip
         err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")

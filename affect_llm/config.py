@@ -77,6 +77,8 @@ class ReasonerOptions(BaseModel):
         "auto", description="auto (bfloat16 on GPUs and CPUs with native bf16, else float32), float32, bfloat16"
     )
     threads: int = Field(0, description="torch threads; 0 = leave torch's default")
+    device: str = Field("auto", description="in-process LLM: auto (a CUDA GPU when there is one, else the CPU), cpu, "
+                        "cuda or cuda:N")
     seed: int = 0
     backend: Literal["transformers", "vllm"] = Field(
         "transformers", description="where the LLM runs: in this process, or on a vLLM OpenAI-compatible server "

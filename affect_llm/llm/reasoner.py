@@ -113,7 +113,7 @@ class Reasoner:
 
             self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype, self.opts.vllm_lora)
         else:
-            self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path)
+            self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path, self.opts.device)
         self.projector = None
         if lm is None and self.adapter is not None and self.adapter.has_projector:
             from .soft_prompt import SoftPromptProjector

@@ -75,7 +75,7 @@ def prompt_embeddings(embed: nn.Embedding, prompt: Prompt, start: int = 0) -> to
     if soft_pos.any():
         assert prompt.soft is not None
         out = out.clone()
-        out[soft_pos] = prompt.soft.to(out.dtype)[(-ids[soft_pos] - 1)]
+        out[soft_pos] = prompt.soft.to(device=out.device, dtype=out.dtype)[(-ids[soft_pos] - 1)]
     return out
 
 

@@ -46,3 +46,40 @@ def test_reasoner_on_a_local_path_model(tiny_lm_dir):
     assert np.ptp(list(p.values())) > 0
     text = lm.generate([{"role": "user", "content": "hi"}], max_new_tokens=5)
     assert isinstance(text, str)
+
+
+def test_device_cpu_goes_through_the_same_path(tiny_lm_dir):
+    """--device cpu: the model and every step's tensors on the CPU, the same scores and text as auto on a machine
+    without CUDA; cuda without CUDA is a clear error."""
+    import torch
+
+    from affect_llm.llm.hf import resolve_device
+
+    auto = TransformersLM(str(tiny_lm_dir), dtype="float32")
+    cpu = TransformersLM(str(tiny_lm_dir), dtype="float32", device="cpu")
+    assert cpu.device.type == "cpu" and next(cpu.model.parameters()).device.type == "cpu"
+    msgs = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "hello there"}]
+    assert np.array_equal(cpu.score(msgs, ["calm", "tense"]), cpu.score(msgs, ["calm", "tense"]))
+    if not torch.cuda.is_available():
+        assert auto.device.type == "cpu"
+        assert np.array_equal(auto.score(msgs, ["calm", "tense"]), cpu.score(msgs, ["calm", "tense"]))
+        assert auto.generate(msgs, 6) == cpu.generate(msgs, 6)
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_cuda_device_runs_the_model_on_the_gpu(tiny_lm_dir):
+    """On a GPU: the model lives there, scores and greedy text come out, bf16 is the auto dtype; scores agree with
+    the CPU's within float tolerance in float32."""
+    import torch
+
+    gpu = TransformersLM(str(tiny_lm_dir), dtype="float32", device="cuda")
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    cpu = TransformersLM(str(tiny_lm_dir), dtype="float32", device="cpu")
+    msgs = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "hello there"}]
+    np.testing.assert_allclose(gpu.score(msgs, ["calm", "tense"]), cpu.score(msgs, ["calm", "tense"]), atol=1e-3)
+    assert isinstance(gpu.generate(msgs, 6), str)
+    assert TransformersLM(str(tiny_lm_dir), device="cuda").dtype == torch.bfloat16
