@@ -55,11 +55,22 @@ def analyze(
     return pipe.analyze(source, text=text, context=context)
 
 
+#: what a media path given as a string may end with (anything else that names no file is taken as text)
+_MEDIA_SUFFIXES = {
+    ".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts",
+    ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif",
+}  # fmt: skip
+
+
 def _looks_like_text(s: str) -> bool:
+    """Whether ``analyze("...")`` was given words rather than a media path: an existing file is a path; so is a
+    string with a media extension and no whitespace (a missing file then fails as one); everything else --
+    "U.S.A", "ok.sure", sentences -- is text."""
     p = Path(s)
     if p.exists():
         return False
-    return bool(not p.suffix or " " in s.strip() or "\n" in s or len(p.suffix) > 6)
+    stripped = s.strip()
+    return not (p.suffix.lower() in _MEDIA_SUFFIXES and not any(c.isspace() for c in stripped))
 
 
 __all__ = [

@@ -64,12 +64,13 @@ class ProbabilityFusion:
                 ignored[m] = "not a fusion input"
                 continue
             if set(dist) != set(self.labels):
-                ignored[m] = "different label set"
+                ignored[m] = f"its labels ({', '.join(sorted(dist))}) are not the fusion's ({', '.join(sorted(self.labels))})"
                 continue
             used.append(m)
             rows.append([dist[lab] for lab in self.labels])
         if not used:
-            raise InputError("no modality distribution to fuse")
+            why = "; ".join(f"{m}: {reason}" for m, reason in ignored.items()) or "none given"
+            raise InputError(f"no modality distribution to fuse ({why})")
         idx = [self.modalities.index(m) for m in used]
         p = self._forward(np.asarray(rows)[None], idx)[0]
         alpha = _softmax(self.logits[:, idx, :], axis=1)  # (heads, used, labels)

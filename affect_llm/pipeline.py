@@ -548,11 +548,15 @@ class Pipeline:
         d.probs = llm_probs
         fusion = self.fusion()
         if fusion is not None:
-            fused = fusion.fuse(d.distributions)
-            if set(fused.used) != set(d.distributions):
-                evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
-            if set(fused.distribution) == set(ro.labels):
-                d.probs, d.fusion_weights = fused.distribution, fused.weights
+            try:
+                fused = fusion.fuse(d.distributions)
+            except InputError as e:  # nothing matches the fusion's inputs (e.g. another dataset's label set)
+                evidence.notes.append(f"not fused, the LLM's distribution decides: {e}")
+            else:
+                if set(fused.used) != set(d.distributions):
+                    evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
+                if set(fused.distribution) == set(ro.labels):
+                    d.probs, d.fusion_weights = fused.distribution, fused.weights
         from .llm.reasoner import ExplainJob
 
         d.label = max(d.probs, key=d.probs.__getitem__)

@@ -85,7 +85,17 @@ def test_switches_and_missing_adapter(tmp_path):
     custom = Pipeline(PipelineConfig.model_validate({"reasoner": {"labels": ["positive", "negative", "neutral"]}}))
     b = custom.analyze(text="I am so angry with you!", explain=False)
     assert set(b.probabilities) == {"positive", "negative", "neutral"} and b.fusion == {}
-    assert any("different label set" in n for n in b.notes)
+    assert any("are not the fusion's" in n for n in b.notes)
+    # another dataset's context model under MELD's fusion: nothing matches, the LLM decides, the note says why
+    if (default_path("emorynlp") / "config.json").is_file():
+        from affect_llm.data import dataset_labels
+
+        cross = Pipeline(PipelineConfig.model_validate({"context": {"model": "emorynlp", "fusion": "meld"},
+                                                        "reasoner": {"labels": dataset_labels("emorynlp")}}))  # fmt: skip
+        c = cross.analyze(text="I am so angry with you!", explain=False)
+        assert c.probabilities == c.distributions["llm"] and c.fusion == {}
+        assert any(n.startswith("not fused, the LLM's distribution decides") and "are not the fusion's" in n
+                   for n in c.notes)  # fmt: skip
     missing = Pipeline(PipelineConfig.model_validate({"context": {"model": str(tmp_path / "nope")}}))
     with pytest.raises(ModelNotFound):
         missing.analyze(text="Hello there.", explain=False)

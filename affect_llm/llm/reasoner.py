@@ -126,13 +126,15 @@ class Reasoner:
 
     def soft_prompt(self, embedding, context_model: str | None, fingerprint: str | None = None):
         """The soft-prompt vectors for a context embedding, or None: no projector, no embedding, or an embedding
-        from another context model than the one the projector was trained on (by name, and by the weights'
-        ``fingerprint`` when the adapter recorded one: a retrained model under the same name does not match)."""
+        from another context model than the one the projector was trained on. When the adapter recorded the
+        weights' ``fingerprint`` that decides (the same model given by name or as a folder matches; a retrained
+        model under the same name does not); older adapters without one are matched by name."""
         if self.projector is None or embedding is None or self.adapter is None:
             return None
-        if context_model != self.adapter.context_model:
-            return None
-        if self.adapter.context_fingerprint and fingerprint != self.adapter.context_fingerprint:
+        if self.adapter.context_fingerprint:
+            if fingerprint != self.adapter.context_fingerprint:
+                return None
+        elif context_model != self.adapter.context_model:
             return None
         import torch
 
@@ -189,8 +191,9 @@ class Reasoner:
     def _cached_prior(self) -> np.ndarray:
         """The content-free label log-likelihoods, kept on disk per (model, dtype, prompt, labels)."""
         user = self.label_messages(CONTENT_FREE)[-1]["content"]
-        ident = json.dumps([str(self.lm.location), str(self.lm.adapter), str(self.lm.dtype), self._system, user,
-                            self.opts.labels])  # fmt: skip
+        # the adapter by its weights, not its path: a retrained adapter in the same folder gets its own prior
+        ident = json.dumps([str(self.lm.location), _adapter_digest(self.lm.adapter), str(self.lm.dtype),
+                            self._system, user, self.opts.labels])  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:32]
         path = models.home() / "cache" / "label-priors" / f"{key}.json"
         try:
@@ -263,6 +266,20 @@ class Reasoner:
         return _trim(
             self.lm.generate(messages, self.opts.max_new_tokens * 2, self.opts.temperature, self.opts.seed)
         )
+
+
+def _adapter_digest(adapter: str | None) -> str:
+    """sha256 of an adapter folder's weight and config files ("none" without an adapter)."""
+    if not adapter:
+        return "none"
+    folder = Path(adapter)
+    if not folder.is_dir():
+        return adapter  # a served name (vLLM): its own identity
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _trim(text: str) -> str:

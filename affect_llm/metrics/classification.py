@@ -32,12 +32,16 @@ def per_class_f1(gold: Sequence, pred: Sequence, labels: Sequence | None = None)
 
 
 def weighted_f1(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> float:
-    """Per-class F1 averaged with weights = each class's share of the gold labels (its support)."""
+    """Per-class F1 averaged with weights = each class's share of the gold labels (its support), over ``labels``
+    (default: every label in gold or pred). As scikit-learn's ``f1_score(average="weighted", labels=...)``: gold
+    items whose label is outside ``labels`` count as errors of the classes they were predicted as, and the
+    weights are the supports of the listed labels only."""
     f1 = per_class_f1(gold, pred, labels)
-    n = len(gold)
-    if not n:
+    support = {c: sum(g == c for g in gold) for c in f1}
+    total = sum(support.values())
+    if not total:
         return 0.0
-    return float(sum(f1[c] * sum(g == c for g in gold) for c in f1) / n)
+    return float(sum(f1[c] * support[c] for c in f1) / total)
 
 
 def confusion_matrix(gold: Sequence, pred: Sequence, labels: Sequence) -> np.ndarray:

@@ -143,3 +143,17 @@ def test_chat_answers_with_history(lm):
     assert isinstance(a1, str) and a1.strip()
     a2 = r.chat(ev.render(), "anger", 0.6, "The speaker feels anger.", [("Why?", a1)], "Is the voice loud?")
     assert a2.strip()
+
+
+def test_label_prior_is_keyed_by_the_adapter_weights(tmp_path):
+    """Two adapter folders at one path in turn (a retrained adapter): the cached prior follows the weights."""
+    from affect_llm.llm.reasoner import _adapter_digest
+
+    a = tmp_path / "adapter"
+    a.mkdir()
+    (a / "adapter_config.json").write_text("{}")
+    (a / "adapter_model.safetensors").write_bytes(b"one")
+    first = _adapter_digest(str(a))
+    (a / "adapter_model.safetensors").write_bytes(b"two")
+    assert _adapter_digest(str(a)) != first
+    assert _adapter_digest(None) == "none"

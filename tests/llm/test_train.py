@@ -100,6 +100,11 @@ def test_kill_resume_equals_uninterrupted_and_the_adapter_loads(tmp_path):
     soft = r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "meld", meta["context_fingerprint"])
     assert soft.shape == (4, r.lm.model.get_input_embeddings().embedding_dim)
     assert r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "emorynlp") is None
+    # the same model given as a folder (its fingerprint matches) keeps its soft prompt
+    from affect_llm.context.model import context_model_path
+
+    folder = str(context_model_path("meld"))
+    assert r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), folder, meta["context_fingerprint"]) is not None
     # the same name with other weights (a retrained context model) is not read either
     assert r.soft_prompt(torch.randn(r.projector.cfg.d_in).numpy(), "meld", "0" * 64) is None
     ev = 'Evidence:\n[T1] (text): "I love you!"'

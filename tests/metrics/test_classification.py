@@ -36,3 +36,14 @@ def test_ece_by_hand():
         expected_calibration_error(probs, [0])
     with pytest.raises(ValueError):
         accuracy([1], [1, 2])
+
+
+def test_weighted_f1_with_gold_outside_the_label_set_matches_sklearn():
+    """Gold labels the label set does not list (a dataset's extra class): the weights are the listed labels'
+    supports, as scikit-learn computes them (dividing by all items under-counted the score)."""
+    sk = pytest.importorskip("sklearn.metrics")
+    gold = ["joy", "joy", "anger", "other", "other", "neutral", "anger"]
+    pred = ["joy", "anger", "anger", "joy", "neutral", "neutral", "neutral"]
+    labels = ["joy", "anger", "neutral"]
+    assert weighted_f1(gold, pred, labels) == pytest.approx(sk.f1_score(gold, pred, labels=labels, average="weighted"))
+    assert weighted_f1(["x"], ["x"], ["a", "b"]) == 0.0  # nothing in the label set to weigh
