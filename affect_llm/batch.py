@@ -11,7 +11,8 @@ uncited_ids, cues, transcript, missing_modalities, notes, timings, error``. Item
 chunks of ``llm_batch`` (their explanations are generated as one batch); each chunk's lines are appended and
 ``fsync``-ed as soon as it is done, so ``kill -9`` loses at most the chunks in flight; rerunning the same
 command skips the ids already written (a line cut short by the kill is dropped first) and never writes an id
-twice. An item that fails gets its ``error`` and the batch goes on. A sidecar ``OUT.run.json`` keeps the
+twice. An item that fails gets its ``error`` and the batch goes on; a rerun analyses again the items whose
+error was not their own (``retry``: a worker that died, a server that went away), never the bad inputs. A sidecar ``OUT.run.json`` keeps the
 settings; another command cannot resume into the same file.
 
 **Engines**:
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import AffectLLMError, InputError
+from .errors import AffectLLMError, InputError, MediaError
 from .evaluation.datasets import MEDIA_SUFFIXES, EvalItem, EvalSet
 from .evaluation.predictions import read_jsonl_records
 from .types import Analysis
@@ -137,9 +138,41 @@ def record(item: EvalItem, a: Analysis) -> dict[str, Any]:
     return rec
 
 
+#: errors that belong to the item itself (a bad file, a bad text): a rerun would fail the same way
+FINAL_ERRORS = ("InputError", "MediaError", "MediaTooLong")
+
+
 def error_record(item: EvalItem, e: BaseException) -> dict[str, Any]:
     msg = e.one_line() if isinstance(e, AffectLLMError) else " ".join(str(e).split())
-    return {"id": item.id, "label": None, "error": f"{type(e).__name__}: {msg}"}
+    final = isinstance(e, (InputError, MediaError))
+    return {"id": item.id, "label": None, "error": f"{type(e).__name__}: {msg}", "retry": not final}
+
+
+def retryable(rec: dict[str, Any]) -> bool:
+    """Whether a resumed run analyses this record's item again: an error that is not the item's own (a worker
+    that died, a server that went away, a model that failed to load). Records written before the ``retry``
+    field are judged by their error's type name."""
+    if rec.get("error") is None:
+        return False
+    if "retry" in rec:
+        return bool(rec["retry"])
+    return not str(rec["error"]).startswith(FINAL_ERRORS)
+
+
+def _drop_retryable(out: Path) -> list[dict[str, Any]]:
+    """The records of ``out`` that stay done; the file is rewritten without the others (atomically: a temp file
+    renamed over it), so that each id keeps one record once its retry is appended."""
+    records = read_jsonl_records(out, repair=True)
+    keep = [r for r in records if not retryable(r)]
+    if len(keep) < len(records):
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in keep:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    return keep
 
 
 def _input(item: EvalItem, explain: bool) -> dict | InputError:
@@ -191,7 +224,7 @@ def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = Non
     opts = opts or BatchOptions()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done_ids = {r["id"] for r in read_jsonl_records(out, repair=True)}
+    done_ids = {r["id"] for r in _drop_retryable(out)}  # failed items whose error was not their own run again
     todo = [x for x in items.items if x.id not in done_ids]
     summary = RunSummary(total=len(items.items), skipped=len(items.items) - len(todo))
     if todo and config is not None and config.reasoner.backend == "vllm" and not config.reasoner.vllm_url \

@@ -161,3 +161,53 @@ def test_batched_reasoning_equals_one_item_at_a_time():
         if t["error"] is None:
             assert t["label"] == a["label"] and t["explanation"] == a["explanation"] and t["explanation"]
             assert t["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+
+
+class _FlakyPipeline:
+    """A stand-in for Pipeline.analyze_many: 'bad' is the item's own error, 'flaky' fails until healed."""
+
+    def __init__(self, healed: bool):
+        self.healed, self.seen = healed, []
+
+    def analyze_many(self, inputs):
+        from affect_llm.errors import BackendError
+        from affect_llm.types import Analysis
+
+        out = []
+        for x in inputs:
+            self.seen.append(x["text"])
+            if x["text"] == "bad":
+                out.append(InputError("empty text"))
+            elif x["text"] == "flaky" and not self.healed:
+                out.append(BackendError("the vLLM server went away"))
+            else:
+                out.append(Analysis(source="text", label="joy", probabilities={"joy": 0.7, "neutral": 0.3}))
+        return out
+
+
+def test_a_resumed_run_retries_errors_that_were_not_the_items_own(tmp_path):
+    """Resume: an item lost to a backend or worker failure runs again (its error record replaced, one record per
+    id), an item whose own input is bad does not."""
+    from affect_llm.batch import BatchOptions, run
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                                for i, t in [("a", "fine"), ("b", "flaky"), ("c", "bad")]))  # fmt: skip
+    out = tmp_path / "r.jsonl"
+    opts = BatchOptions(progress=False)
+    first = run(load_inputs(manifest), None, out, opts, pipeline=_FlakyPipeline(healed=False))
+    assert first.errors == 2
+    recs = {r["id"]: r for r in _records(out)}
+    assert recs["b"]["retry"] is True and recs["c"]["retry"] is False
+    again = _FlakyPipeline(healed=True)
+    second = run(load_inputs(manifest), None, out, opts, pipeline=again)
+    assert again.seen == ["flaky"] and second.done == 1 and second.errors == 0
+    final = _records(out)
+    assert sorted(r["id"] for r in final) == ["a", "b", "c"]
+    assert {r["id"]: r["label"] for r in final} == {"a": "joy", "b": "joy", "c": None}
+    # a record from before the 'retry' field is judged by its error's type
+    out.write_text(json.dumps({"id": "b", "label": None, "error": "RuntimeError: worker died"}) + "\n"
+                   + json.dumps({"id": "c", "label": None, "error": "InputError: empty text"}) + "\n")
+    third = _FlakyPipeline(healed=True)
+    run(load_inputs(manifest), None, out, opts, pipeline=third)
+    assert sorted(third.seen) == ["fine", "flaky"]
