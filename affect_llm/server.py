@@ -14,7 +14,11 @@
 - Safety: binds 127.0.0.1 by default; optional API key (``Authorization: Bearer KEY``); media paths only under
   ``--media-root`` (resolved, so ``../`` and symlinks out of it are refused); ``file:`` URLs likewise; http(s)
   media URLs off; request bodies over ``--max-body-mb`` → 413; more than ``--max-concurrency`` requests at once
-  → 429 with ``Retry-After``; every error in OpenAI's error schema, never a stack trace.
+  → 429 with ``Retry-After`` (the body is counted as it is read, so a chunked body is held to the limit too);
+  the API key is compared in constant time; ``input_audio.format`` must be one of :data:`AUDIO_FORMATS`; uploads
+  are written atomically and deleted after their request; an LLM stage that stops (its thread restarted) or does
+  not answer within ``llm_timeout_s`` → 503; files under the media root are cached by path, size and mtime;
+  every error (404, 405 and request validation included) in OpenAI's error schema, never a stack trace.
 """
 
 from __future__ import annotations
@@ -23,13 +27,20 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import os
+import re
+import shutil
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -39,6 +50,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import AffectLLMError, BackendError, InputError, MediaError
 
 MODEL_ID = "affect-llm"
+
+#: the ``input_audio.format`` values accepted (the extension of the uploaded file; anything else is a 400)
+AUDIO_FORMATS = frozenset({"wav", "flac", "mp3", "mpeg", "mpga", "ogg", "oga", "opus", "m4a", "aac", "webm", "mp4",
+                           "aiff", "aif", "amr", "wma"})  # fmt: skip
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
 class ServeOptions(BaseModel):
@@ -52,6 +68,9 @@ class ServeOptions(BaseModel):
     cache_size: int = 32
     batch_wait_ms: float = Field(
         20.0, ge=0, description="how long the LLM stage waits for other requests to reason and explain together"
+    )
+    llm_timeout_s: float = Field(
+        600.0, gt=0, description="how long a request waits for the LLM stage before it gets 503"
     )
 
 
@@ -71,9 +90,10 @@ class ChatRequest(BaseModel):
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):  # fmt: skip
+                 headers: dict[str, str] | None = None, param: str | None = None):  # fmt: skip
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers or {}
+        self.param = param
 
 
 def _error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
@@ -97,26 +117,46 @@ def _media_parts(content) -> list[dict[str, Any]]:
     return [p for p in content if p.get("type") in ("input_audio", "video_url", "file", "image_url")]
 
 
+def _prompt_tokens(messages: list[ChatMessage]) -> int:
+    """An approximate prompt size: the words of every message's text (media parts count nothing)."""
+    return sum(len(_text_of(m.content).split()) for m in messages)
+
+
 class MediaResolver:
-    """Turns a content part into a local file (decoded ``data:`` URLs go to a temporary file)."""
+    """Turns a content part into a local file (decoded ``data:`` URLs go to a temporary file, named by its
+    content, written under a temporary name and renamed into place, and deleted by :meth:`release` when the last
+    request holding it is done)."""
 
     def __init__(self, opts: ServeOptions, tmp: Path):
         self.opts = opts
         self.tmp = tmp
+        self._refs: dict[Path, int] = {}  # upload -> requests holding it
+        self._refs_lock = threading.Lock()
+
+    def is_upload(self, path: Path) -> bool:
+        return path.parent == self.tmp
 
     def resolve(self, part: dict[str, Any]) -> Path:
         kind = part.get("type")
         if kind == "input_audio":
             a = part.get("input_audio") or {}
-            return self._write(self._b64(a.get("data")), "." + str(a.get("format") or "wav").lstrip("."))
+            fmt = a.get("format") or "wav"
+            ext = fmt.lstrip(".").lower() if isinstance(fmt, str) else ""
+            if ext not in AUDIO_FORMATS:
+                raise APIError(400, f"input_audio.format {str(fmt)[:32]!r} is not a supported audio format "
+                                    f"(one of {', '.join(sorted(AUDIO_FORMATS))})",
+                               code="invalid_audio_format", param="input_audio.format")  # fmt: skip
+            return self._write(self._b64(a.get("data")), "." + ext)
         if kind == "video_url":
             return self._url(str((part.get("video_url") or {}).get("url") or ""))
         if kind == "file":
             f = part.get("file") or {}
             if f.get("file_data"):
                 data = str(f["file_data"])
-                return self._url(data) if data.startswith("data:") else self._write(self._b64(data),
-                                                                                     Path(str(f.get("filename") or "x.bin")).suffix)  # fmt: skip
+                if data.startswith("data:"):
+                    return self._url(data)
+                suffix = Path(str(f.get("filename") or "x.bin")).suffix
+                return self._write(self._b64(data), suffix if _SAFE_SUFFIX.fullmatch(suffix) else "")
             raise APIError(400, "a file part needs file_data (a data: URL or base64); file ids are not supported")
         raise APIError(400, f"content part type {kind!r} is not supported (text, input_audio, video_url, file)")
 
@@ -131,11 +171,34 @@ class MediaResolver:
     def _write(self, raw: bytes, suffix: str) -> Path:
         if not raw:
             raise APIError(400, "media data is empty")
-        name = hashlib.sha256(raw).hexdigest()[:24] + (suffix if len(suffix) <= 8 else "")
-        path = self.tmp / name
-        if not path.exists():
-            path.write_bytes(raw)
+        path = self.tmp / (hashlib.sha256(raw).hexdigest() + (suffix if _SAFE_SUFFIX.fullmatch(suffix) else ""))
+        with self._refs_lock:  # held from here: not deleted until this request releases it
+            self._refs[path] = self._refs.get(path, 0) + 1
+        try:
+            if not path.exists():  # a request sending the same bytes at the same time writes its own copy
+                part = self.tmp / f".{path.name}.{uuid.uuid4().hex}.part"
+                try:
+                    with open(part, "wb") as f:
+                        f.write(raw)
+                    os.replace(part, path)  # atomic: the name holds nothing or all of it
+                finally:
+                    part.unlink(missing_ok=True)
+        except BaseException:
+            self.release(path)
+            raise
         return path
+
+    def release(self, path: Path) -> None:
+        """This request is done with ``path``: an upload no other request holds is deleted."""
+        with self._refs_lock:
+            n = self._refs.get(path)
+            if n is None:
+                return
+            if n > 1:
+                self._refs[path] = n - 1
+                return
+            del self._refs[path]
+            path.unlink(missing_ok=True)
 
     def _url(self, url: str) -> Path:
         if url.startswith("data:"):
@@ -176,13 +239,23 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     opts = opts or ServeOptions()
-    app = FastAPI(title="affect-llm", docs_url=None, redoc_url=None, openapi_url=None)
+    tmp = Path(tempfile.mkdtemp(prefix="affect-llm-serve-"))  # uploads, each deleted after its request
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    app = FastAPI(title="affect-llm", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.upload_dir = tmp
     state: dict[str, Any] = {"pipe": pipeline, "busy": 0}
     lock = threading.Lock()  # one request uses the models at a time; the others wait their turn (up to the limit)
     cache: OrderedDict[str, Any] = OrderedDict()
-    tmp = Path(tempfile.mkdtemp(prefix="affect-llm-serve-"))
     resolver = MediaResolver(opts, tmp)
     max_body = int(opts.max_body_mb * 1024 * 1024)
 
@@ -195,7 +268,14 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):
-        return JSONResponse(_error_body(e.message, e.type, e.code), status_code=e.status, headers=e.headers)
+        return JSONResponse(_error_body(e.message, e.type, e.code, e.param), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException):  # 404 (no such route), 405, ...
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        type_ = "server_error" if e.status_code >= 500 else "invalid_request_error"
+        msg = f"{e.detail}: {request.method} {request.url.path}"
+        return JSONResponse(_error_body(msg, type_, code), status_code=e.status_code, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):
@@ -211,7 +291,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     @app.middleware("http")
     async def _guard(request: Request, call_next):
         if opts.api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {opts.api_key}":
+            given = request.headers.get("authorization", "").encode("latin-1")  # the header's bytes
+            if not hmac.compare_digest(given, f"Bearer {opts.api_key}".encode()):
                 return JSONResponse(_error_body("invalid API key", "invalid_request_error", "invalid_api_key"),
                                     status_code=401)  # fmt: skip
         length = request.headers.get("content-length")
@@ -230,9 +311,13 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await request.body()
-        if len(body) > max_body:
-            raise APIError(413, f"request body over {opts.max_body_mb:g} MB", code="request_too_large")
+        chunks, total = [], 0
+        async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
+            total += len(chunk)
+            if total > max_body:
+                raise APIError(413, f"request body over {opts.max_body_mb:g} MB", code="request_too_large")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             req = ChatRequest.model_validate_json(body)
         except ValueError as e:
@@ -250,13 +335,13 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         as_json = (req.response_format or {}).get("type") == "json_object"
         content = json.dumps({**affect, "answer": answer}) if as_json else answer
         rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+        prompt, completion = _prompt_tokens(req.messages), len(content.split())
         if req.stream:
             return StreamingResponse(_sse(rid, created, content, affect), media_type="text/event-stream")
         return {"id": rid, "object": "chat.completion", "created": created, "model": MODEL_ID,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
                              "finish_reason": "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": len(content.split()),
-                          "total_tokens": len(content.split())},
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
                 "affect": affect}  # fmt: skip
 
     def _respond(req: ChatRequest):
@@ -269,9 +354,28 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             raise APIError(400, "one clip per conversation (the first user message holds it)")
         text = _text_of(first.content).strip()
         source = resolver.resolve(parts[0]) if parts else None
+        try:
+            return _respond_to(req, users, text, source)
+        finally:
+            if source is not None:
+                resolver.release(source)  # an upload is deleted once no request holds it
+
+    def _cache_key(source: Path | None, text: str) -> str:
+        """Text by its content, an upload by its name (its content's hash), a file under the media root by its
+        path, size and modification time (a changed file is analysed again)."""
+        if source is None:
+            key = "text:" + text
+        elif resolver.is_upload(source):
+            key = "upload:" + source.name
+        else:
+            st = source.stat()
+            key = f"file:{source}\0{st.st_size}\0{st.st_mtime_ns}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def _respond_to(req: ChatRequest, users: list[int], text: str, source: Path | None):
         if source is None and not text:
             raise APIError(400, "the first user message has neither media nor text", code="invalid_request")
-        key = hashlib.sha256((str(source) if source else "text:" + text).encode()).hexdigest()
+        key = _cache_key(source, text)
         try:
             with lock:
                 analysis = cache.get(key)
@@ -297,7 +401,7 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                     raise APIError(400, "the last message must be a user question", code="invalid_request")
                 return analysis, pipe().chat(analysis, history, question)
         except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
-            msg = e.one_line().replace(str(source), "the uploaded media") if source and tmp in source.parents \
+            msg = e.one_line().replace(str(source), "the uploaded media") if source and resolver.is_upload(source) \
                 else e.one_line()
             raise APIError(400, msg, code=type(e).__name__) from None
         except BackendError as e:
@@ -313,7 +417,13 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         timer, t0 = Timer(), time.perf_counter()
         with lock:
             gathered = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
-        return batcher.submit((str(source) if source else "text", *gathered), timer, t0).result()
+        fut = batcher.submit((str(source) if source else "text", *gathered), timer, t0)
+        try:
+            return fut.result(timeout=opts.llm_timeout_s)
+        except FutureTimeout:
+            fut.cancel()  # the batcher skips it
+            raise APIError(503, f"the LLM stage did not answer within {opts.llm_timeout_s:g} s; retry shortly",
+                           type_="server_error", code="llm_unavailable", headers={"Retry-After": "1"}) from None
 
     batcher = _Batcher(pipe, lock, opts.batch_wait_ms / 1000, max_batch=max(1, opts.max_concurrency))
 
@@ -337,35 +447,64 @@ class _Batcher:
         from concurrent.futures import Future
 
         fut: Future = Future()
-        with self._start:
-            if self._thread is None:
+        with self._start:  # a thread that died (see _loop) is replaced; the job goes to a live one
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="affect-llm-batcher", daemon=True)
                 self._thread.start()
-        self._q.put((gathered, timer, started, fut))
+            self._q.put((gathered, timer, started, fut))
         return fut
+
+    @staticmethod
+    def _settle(fut, r) -> None:
+        if fut.done():  # cancelled: its request stopped waiting
+            return
+        try:
+            if isinstance(r, BaseException):
+                fut.set_exception(r)
+            else:
+                fut.set_result(r)
+        except InvalidStateError:  # cancelled meanwhile
+            pass
 
     def _loop(self) -> None:
         import queue
 
-        while True:
-            jobs = [self._q.get()]
-            deadline = time.monotonic() + self._wait
-            while len(jobs) < self._max:
+        jobs: list = []
+        try:
+            while True:
+                jobs = [self._q.get()]
+                deadline = time.monotonic() + self._wait
+                while len(jobs) < self._max:
+                    try:
+                        jobs.append(self._q.get(timeout=max(0.0, deadline - time.monotonic())))
+                    except queue.Empty:
+                        break
+                jobs = [j for j in jobs if not j[3].done()]
+                if not jobs:
+                    continue
                 try:
-                    jobs.append(self._q.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            try:
-                with self._lock:
-                    results = self._pipe().reason_many([j[0] for j in jobs], timers=[j[1] for j in jobs],
-                                                       started=[j[2] for j in jobs])  # fmt: skip
-            except Exception as e:  # e.g. the LLM failed to load: every waiting request hears why
-                results = [e] * len(jobs)
-            for (_, _, _, fut), r in zip(jobs, results):
-                if isinstance(r, BaseException):
-                    fut.set_exception(r)
-                else:
-                    fut.set_result(r)
+                    with self._lock:
+                        results = self._pipe().reason_many([j[0] for j in jobs], timers=[j[1] for j in jobs],
+                                                           started=[j[2] for j in jobs])  # fmt: skip
+                except Exception as e:  # e.g. the LLM failed to load: every waiting request hears why
+                    results = [e] * len(jobs)
+                for (_, _, _, fut), r in zip(jobs, results):
+                    self._settle(fut, r)
+                for j in jobs[len(results):]:  # no result for it: it must not wait forever
+                    self._settle(j[3], BackendError("the LLM stage returned no result for this request"))
+                jobs = []
+        except BaseException as e:  # noqa: BLE001  (this thread dies: the jobs it holds and the queued hear it now)
+            err = BackendError(f"the LLM stage stopped ({type(e).__name__}); retry the request")
+            with self._start:
+                if self._thread is threading.current_thread():
+                    self._thread = None  # the next submit starts a new thread
+                while True:
+                    try:
+                        jobs.append(self._q.get_nowait())
+                    except queue.Empty:
+                        break
+            for j in jobs:
+                self._settle(j[3], err)
 
 
 async def _sse(rid: str, created: int, content: str, affect: dict):
