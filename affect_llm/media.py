@@ -196,8 +196,10 @@ def iter_frames(
     fps: float = 2.0,
     max_side: int | None = 640,
     max_duration: float | None = DEFAULT_MAX_DURATION,
+    warnings: list[str] | None = None,
 ) -> Iterator[Frame]:
-    """Yield RGB frames sampled at about ``fps`` with their timestamps; one frame in memory at a time."""
+    """Yield RGB frames sampled at about ``fps`` with their timestamps; one frame in memory at a time. A stream
+    that breaks off after some frames (a truncated or damaged file) ends there, with a line in ``warnings``."""
     import av
 
     with _open(path) as c:
@@ -205,7 +207,7 @@ def iter_frames(
         step = 1.0 / fps if fps > 0 else 0.0
         next_t = 0.0
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        yielded = 0
+        yielded, last_t = 0, 0.0
         try:
             for frame in c.decode(stream):
                 if frame.time is None:
@@ -224,6 +226,10 @@ def iter_frames(
                     frame = frame.reformat(width=int(w * scale) // 2 * 2, height=int(h * scale) // 2 * 2)
                 yield Frame(t=t, rgb=frame.to_ndarray(format="rgb24"))
                 yielded += 1
+                last_t = t
         except av.error.FFmpegError as e:
             if not yielded:
                 raise MediaError(path, f"video could not be decoded ({_ffmpeg_reason(e)})") from None
+            if warnings is not None:
+                warnings.append(f"video decoding stopped after {last_t:.1f} s ({_ffmpeg_reason(e)}); file truncated? "
+                                "face and scene cues cover only the frames before")

@@ -301,10 +301,12 @@ class Pipeline:
         fps = max(fo.fps if fo.enabled else 0.0, so.fps if matcher is not None else 0.0)
         scene_frames: list[media.Frame] = []
         next_scene_t = 0.0
+        problems: list[str] = []  # this thread's own notes, joined into the analysis in _video_cues
 
         def frames():  # one decoding pass; CLIP keeps every frame due at its own (lower) rate
             nonlocal next_scene_t
-            for f in media.iter_frames(path, fps=fps, max_side=fo.max_side, max_duration=self.config.media.max_duration):
+            for f in media.iter_frames(path, fps=fps, max_side=fo.max_side, max_duration=self.config.media.max_duration,
+                                       warnings=problems):  # fmt: skip
                 if matcher is not None and f.t + 1e-6 >= next_scene_t:
                     scene_frames.append(f)
                     next_scene_t = f.t + 1.0 / so.fps
@@ -322,7 +324,7 @@ class Pipeline:
         if matcher is not None:
             with timer("scene"):
                 scene = matcher.match(scene_frames)
-        return detections, scene
+        return detections, scene, problems
 
     def _video_cues(self, pending: Future | None, got: "Gathered") -> None:
         """Join the video thread; turn its detections into F- and C-cues aligned to the transcript."""
@@ -331,7 +333,8 @@ class Pipeline:
         from .cues import clip as clip_stage
         from .cues import face as face_stage
 
-        detections, scene = pending.result()  # re-raises a decoding error here
+        detections, scene, problems = pending.result()  # re-raises a decoding error here
+        got.notes += problems
         spans = [(s.start, s.end) for s in got.transcript.segments] if got.transcript else []
         if detections is not None:
             fo = self.config.face

@@ -256,3 +256,52 @@ def test_cli_truncated_flac(truncated_flac, cli_env):
         return
     a = _analysis(r)
     assert any("truncat" in n for n in a["notes"]), a["notes"]
+
+
+def _video_broken_part_way(path):
+    """A 4 s mpeg4 mp4 (10 fps, noise frames) whose bytes from 50 % to 80 % are random: its index is intact,
+    so decoding starts fine and fails in the middle."""
+    av = pytest.importorskip("av")
+    c = av.open(str(path), "w", format="mp4")
+    s = c.add_stream("mpeg4", rate=10)
+    s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+    for i in range(40):
+        img = np.random.default_rng(i).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        for pk in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(pk)
+    for pk in s.encode():
+        c.mux(pk)
+    c.close()
+    data = bytearray(path.read_bytes())
+    lo, k = len(data) // 2, int(len(data) * 0.3)
+    data[lo : lo + k] = np.random.default_rng(1).bytes(k)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_video_that_breaks_part_way_keeps_its_frames_and_says_so(tmp_path):
+    path = _video_broken_part_way(tmp_path / "broken.mp4")
+    warnings: list[str] = []
+    frames = list(media.iter_frames(path, fps=10, warnings=warnings))
+    if not warnings:
+        pytest.skip("this FFmpeg build decoded through the damage")
+    assert 0 < len(frames) < 40
+    assert len(warnings) == 1 and "video decoding stopped after" in warnings[0]
+    assert f"{frames[-1].t:.1f} s" in warnings[0]
+
+
+@pytest.mark.slow
+def test_the_pipeline_notes_a_video_that_breaks_part_way(tmp_path):
+    from affect_llm.pipeline import Pipeline
+
+    path = _video_broken_part_way(tmp_path / "broken.mp4")
+    if not _warned(path):
+        pytest.skip("this FFmpeg build decoded through the damage")
+    a = Pipeline().analyze(path, explain=False)
+    assert any(n.startswith("video decoding stopped after") for n in a.notes)
+
+
+def _warned(path) -> bool:
+    w: list[str] = []
+    list(media.iter_frames(path, fps=5, warnings=w))
+    return bool(w)
