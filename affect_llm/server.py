@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import asynccontextmanager
@@ -254,7 +254,11 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     app = FastAPI(title="affect-llm", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.upload_dir = tmp
     state: dict[str, Any] = {"pipe": pipeline, "busy": 0}
-    lock = threading.Lock()  # one request uses the models at a time; the others wait their turn (up to the limit)
+    # Three locks, so that the stages overlap: the analyses cache; the cue models (one request's cues at a time:
+    # on a few cores two extractions at once only slow each other); the LLM stage (the batcher's batches and the
+    # follow-up answers take turns). A request's LLM work never waits for another request's cue extraction, so
+    # requests that reach the LLM stage together share one batched generation.
+    cache_lock, cue_lock, llm_lock = threading.Lock(), threading.Lock(), threading.Lock()
     cache: OrderedDict[str, Any] = OrderedDict()
     resolver = MediaResolver(opts, tmp)
     max_body = int(opts.max_body_mb * 1024 * 1024)
@@ -303,7 +307,11 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models_loaded": state["pipe"] is not None, "busy": state["busy"]}
+        sizes = list(app.state.batcher.sizes)
+        batches = {"count": len(sizes), "mean_size": round(sum(sizes) / len(sizes), 3) if sizes else 0.0,
+                   "max_size": max(sizes, default=0)}  # fmt: skip
+        return {"status": "ok", "models_loaded": state["pipe"] is not None, "busy": state["busy"],
+                "llm_batches": batches}
 
     @app.get("/v1/models")
     async def models():
@@ -377,28 +385,29 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             raise APIError(400, "the first user message has neither media nor text", code="invalid_request")
         key = _cache_key(source, text)
         try:
-            with lock:
+            with cache_lock:
                 analysis = cache.get(key)
             if analysis is None:
                 analysis = _analyze(source, text)
-            with lock:
+            with cache_lock:
                 cache[key] = analysis
                 cache.move_to_end(key)
                 while len(cache) > opts.cache_size:
                     cache.popitem(last=False)
-                if len(users) == 1:
-                    return analysis, analysis.explanation
-                history, turns = [], req.messages[users[0] + 1 :]
-                question, pending = "", None
-                for m in turns:
-                    if m.role == "user":
-                        pending = _text_of(m.content).strip()
-                    elif m.role == "assistant" and pending is not None:
-                        history.append((pending, _text_of(m.content)))
-                        pending = None
-                question = pending or ""
-                if not question:
-                    raise APIError(400, "the last message must be a user question", code="invalid_request")
+            if len(users) == 1:
+                return analysis, analysis.explanation
+            history, turns = [], req.messages[users[0] + 1 :]
+            question, pending = "", None
+            for m in turns:
+                if m.role == "user":
+                    pending = _text_of(m.content).strip()
+                elif m.role == "assistant" and pending is not None:
+                    history.append((pending, _text_of(m.content)))
+                    pending = None
+            question = pending or ""
+            if not question:
+                raise APIError(400, "the last message must be a user question", code="invalid_request")
+            with llm_lock:
                 return analysis, pipe().chat(analysis, history, question)
         except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
             msg = e.one_line().replace(str(source), "the uploaded media") if source and resolver.is_upload(source) \
@@ -415,7 +424,7 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         from .pipeline import Timer
 
         timer, t0 = Timer(), time.perf_counter()
-        with lock:
+        with cue_lock:
             gathered = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
         fut = batcher.submit((str(source) if source else "text", *gathered), timer, t0)
         try:
@@ -425,7 +434,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             raise APIError(503, f"the LLM stage did not answer within {opts.llm_timeout_s:g} s; retry shortly",
                            type_="server_error", code="llm_unavailable", headers={"Retry-After": "1"}) from None
 
-    batcher = _Batcher(pipe, lock, opts.batch_wait_ms / 1000, max_batch=max(1, opts.max_concurrency))
+    batcher = _Batcher(pipe, llm_lock, opts.batch_wait_ms / 1000, max_batch=max(1, opts.max_concurrency))
+    app.state.batcher = batcher
 
     return app
 
@@ -433,12 +443,13 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 class _Batcher:
     """The server's LLM stage: requests that reach it at about the same time are reasoned together
     (:meth:`Pipeline.reason_many`: labels one by one, the explanations in one batched generation). One thread
-    takes a job, waits ``wait_s`` for more (up to ``max_batch``), and runs them holding the models' lock."""
+    takes a job, waits ``wait_s`` for more (up to ``max_batch``), and runs them holding the LLM stage's lock (follow-up answers take it too)."""
 
     def __init__(self, pipe, lock: threading.Lock, wait_s: float, max_batch: int):
         import queue
 
         self._pipe, self._lock, self._wait, self._max = pipe, lock, wait_s, max_batch
+        self.sizes: deque[int] = deque(maxlen=1000)  # the sizes of the latest batches (GET /health reports them)
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
@@ -482,6 +493,7 @@ class _Batcher:
                 jobs = [j for j in jobs if not j[3].done()]
                 if not jobs:
                     continue
+                self.sizes.append(len(jobs))
                 try:
                     with self._lock:
                         results = self._pipe().reason_many([j[0] for j in jobs], timers=[j[1] for j in jobs],

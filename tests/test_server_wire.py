@@ -445,3 +445,39 @@ def test_a_changed_file_under_the_media_root_is_analysed_again(tmp_path):
     clip.write_bytes(b"thre3")  # the same size, another modification time
     os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert said() == FakeAnalysis(b"thre3").explanation and len(fake.gathered) == 3
+
+
+def test_concurrent_requests_share_llm_batches_and_cues_do_not_wait_for_the_llm():
+    """8 requests at once: while one batch is in the LLM stage the others' cues are gathered (the cue models
+    are not held by the LLM stage), so they reach the batcher together and share generations (GET /health
+    reports the batch sizes); every request gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class SlowCues(FakePipe):
+        def gather(self, source=None, *, text=None, timer=None):
+            time.sleep(0.1)  # cue extraction takes a while, one request at a time
+            return super().gather(source, text=text, timer=timer)
+
+    fake = SlowCues()
+    in_llm = threading.Event()
+    gathered_during_llm = []
+
+    def slow_llm():
+        in_llm.set()
+        before = len(fake.gathered)
+        time.sleep(0.4)
+        gathered_during_llm.append(len(fake.gathered) - before)
+
+    fake.on_reason = slow_llm
+    app = create_app(ServeOptions(api_key=KEY, batch_wait_ms=50, max_concurrency=8), pipeline=fake)
+    client = TestClient(app, raise_server_exceptions=False)
+    texts = [f"request number {i}" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda t: _post(client, [{"role": "user", "content": t}]), texts))
+    assert all(r.status_code == 200 for r in replies)
+    digests = {r.json()["choices"][0]["message"]["content"] for r in replies}
+    assert len(digests) == 8  # each request its own analysis
+    health = client.get("/health").json()["llm_batches"]
+    assert health["max_size"] > 1 and health["count"] < 8
+    assert health["count"] == fake.reason_calls
+    assert max(gathered_during_llm) > 0  # cues were gathered while a batch was in the LLM stage
