@@ -616,17 +616,66 @@ def eval_compare(
         _fail(e)
 
 
-def main() -> None:
+_TERMINATING = ("SIGTERM", "SIGHUP")  # SIGINT is KeyboardInterrupt already (typer exits 130 on it)
+
+
+def _exit_on_signal() -> None:
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal) in the main thread, so that a command killed with them
+    unwinds through the same teardown as one that ends (a vLLM server it started, or is starting, is stopped
+    rather than orphaned: it runs in its own process group, which no terminal or kill of this process reaches).
+    A signal ignored on entry (nohup) stays ignored; a forked child dies of it as it would have."""
+    import signal
+
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    for name in _TERMINATING:
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, handler)
+
+
+def _teardown() -> None:
+    """Stop the vLLM servers this command started (``os._exit`` skips atexit); a second Ctrl-C or SIGTERM while
+    they stop kills them at once instead of interrupting the stop."""
+    vllm = sys.modules.get("affect_llm.llm.vllm")
+    if vllm is None:
+        return
+    import signal
+
+    saved = {}
+    for name in ("SIGINT", *_TERMINATING):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            saved[sig] = signal.signal(sig, lambda *_: vllm.kill_all())
     try:
-        app()
-    except SystemExit as e:
-        vllm = sys.modules.get("affect_llm.llm.vllm")
-        if vllm is not None:
-            vllm.stop_all()  # the vLLM servers this command started
+        vllm.stop_all()
+    finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
+
+
+def main() -> None:
+    _exit_on_signal()
+    try:
+        try:
+            app()
+        finally:  # however the command ends: finished, failed, Ctrl-C, SIGTERM
+            _teardown()
+    except (SystemExit, KeyboardInterrupt) as e:
         if "torch" in sys.modules:
             # Everything is written and closed by now; skip the interpreter's teardown of torch, transformers
             # and MediaPipe, which takes ~1.4 s on 2 cores and does nothing a finished command needs.
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e, KeyboardInterrupt):
+                code = 130
+            else:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

@@ -92,9 +92,62 @@ class VLLMServerOptions:
     log_file: str | None = None  # default: $AFFECT_LLM_HOME/logs/vllm-PORT.log
 
 
+#: every server this process spawned and has not stopped yet (from the moment its process exists): what
+#: :func:`stop_all` and the exit hook stop
+_live: set[VLLMServer] = set()
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _deathsig_preexec():
+    """A ``preexec_fn`` asking Linux to send the server SIGTERM when this process dies, even by SIGKILL (the last
+    resort: vLLM's SIGTERM handler also shuts down its engine process). The kernel ties it to the *thread* that
+    spawns, so only from the main thread (a worker thread's end would stop the server). None elsewhere."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+    except (OSError, AttributeError):
+        return None
+    sig = int(signal.SIGTERM)
+    return lambda: prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process other than a zombie is left in the process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not Path("/proc/self/stat").is_file():
+        return True
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                state, _ppid, pgrp = (d / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(pgrp) == pgid and state not in ("Z", "X"):
+                return True
+    return False
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class VLLMServer:
-    """A vLLM OpenAI-compatible server as a child process; :attr:`url` once :meth:`start` returns. Stopped by
-    :meth:`stop`, on leaving a ``with`` block, and at this process's exit."""
+    """A vLLM OpenAI-compatible server as a child process (its own process group: the server and the engine
+    process vLLM forks); :attr:`url` once :meth:`start` returns. Stopped by :meth:`stop`, on leaving a ``with``
+    block, when :meth:`start` fails or is interrupted, by :func:`stop_all`, at this process's exit, and (Linux,
+    started from the main thread) by the kernel when this process dies."""
 
     def __init__(self, opts: VLLMServerOptions):
         self.opts = opts
@@ -102,6 +155,8 @@ class VLLMServer:
         self.url = f"http://{opts.host}:{self.port}/v1"
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(opts.log_file or models.home() / "logs" / f"vllm-{self.port}.log")
+        self._owner = os.getpid()  # a forked child inherits the object, not the server
+        self._pgid = 0
 
     def command(self) -> list[str]:
         o = self.opts
@@ -129,27 +184,33 @@ class VLLMServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
-            # its own process group, so that stop() also ends the engine core process vLLM forks
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            # its own process group, so that stop() also ends the engine core process vLLM forks (and a Ctrl-C
+            # at the terminal reaches this process only, which stops the group itself)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                         preexec_fn=_deathsig_preexec())  # fmt: skip  # noqa: PLW1509 (prctl only)
+            self._owner, self._pgid = os.getpid(), self.proc.pid
+            _live.add(self)  # from now on, whatever happens, the exit hook and stop_all stop it
         finally:
             log.close()
-        atexit.register(self.stop)
-        deadline = time.monotonic() + self.opts.startup_timeout
-        import httpx
+        try:
+            import httpx
 
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BackendError(f"the vLLM server exited with code {self.proc.returncode} while starting; its log "
-                                   f"({self.log_path}) ends: {self.log_tail()}")  # fmt: skip
-            try:
-                if httpx.get(self.url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
-        self.stop()
-        raise BackendError(f"the vLLM server did not answer within {self.opts.startup_timeout:g} s "
-                           f"(log: {self.log_path})")  # fmt: skip
+            deadline = time.monotonic() + self.opts.startup_timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise BackendError(f"the vLLM server exited with code {self.proc.returncode} while starting; "
+                                       f"its log ({self.log_path}) ends: {self.log_tail()}")  # fmt: skip
+                try:
+                    if httpx.get(self.url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1.0)
+            raise BackendError(f"the vLLM server did not answer within {self.opts.startup_timeout:g} s "
+                               f"(log: {self.log_path})")  # fmt: skip
+        except BaseException:  # failed, timed out, Ctrl-C, SIGTERM (the CLI raises SystemExit): nothing left behind
+            self.stop()
+            raise
 
     def log_tail(self, n: int = 600) -> str:
         try:
@@ -157,18 +218,35 @@ class VLLMServer:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM to the whole process group, then SIGKILL to whatever of it is left after ``timeout`` seconds
+        (or at once if this is interrupted); returns when no process of the group is left."""
         p, self.proc = self.proc, None
-        if p is None:
+        if p is None or os.getpid() != self._owner:
+            _live.discard(self)
             return
+        deadline = time.monotonic() + timeout
         try:  # the whole group, even when the server itself has exited: vLLM's engine process may not have
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=timeout)
+            while _group_alive(p.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if p.poll() is None or _group_alive(p.pid):
+                _killpg(p.pid, signal.SIGKILL)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            _live.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL to the process group now, without waiting (safe in a signal handler, also while :meth:`stop`
+        waits for it)."""
+        if self in _live and self._pgid and os.getpid() == self._owner:
+            _killpg(self._pgid, signal.SIGKILL)
 
     def __enter__(self) -> "VLLMServer":
         return self.start() if self.proc is None else self
@@ -279,12 +357,26 @@ def attach_url(opts) -> str:
 
 
 def stop_all() -> None:
-    """Stop every server :func:`shared_server` started (also run at exit)."""
-    with _servers_lock:
-        servers = list(_servers.values())
-        _servers.clear()
-    for server in servers:
+    """Stop every server this process started and has not stopped, :func:`shared_server`'s and those still
+    starting (also run at exit; ``affect-llm`` runs it before its ``os._exit``)."""
+    for server in list(_live):  # shared_server's included (a server joins _live when its process is spawned)
         server.stop()
+    # not waiting long for the lock: a thread holding it is starting a server, which fails now that it is stopped
+    if _servers_lock.acquire(timeout=10):
+        try:
+            _servers.clear()
+        finally:
+            _servers_lock.release()
+
+
+def kill_all() -> None:
+    """SIGKILL every server this process started, without waiting or locking (for a second Ctrl-C while
+    :func:`stop_all` waits)."""
+    for server in list(_live):
+        server.kill()
+
+
+atexit.register(stop_all)
 
 
 def _tensor_b64(x) -> str:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +155,91 @@ def test_a_started_server_is_stopped_when_the_command_ends(tmp_path):
     assert '"label"' in r.stdout
     time.sleep(1)
     assert _api_server_pids() <= before
+
+
+def _engine_started(pid: int, timeout: float = 420, exited=lambda: None) -> list:
+    """The processes under ``pid`` once the vLLM server below it has forked its engine process (VLLM::EngineCore)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert exited() is None, f"exited with {exited()} before the vLLM engine started"
+        try:
+            tree = psutil.Process(pid).children(recursive=True)
+            if any("EngineCore" in p.name() for p in tree):
+                return tree
+        except psutil.Error:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no vLLM engine process appeared")
+
+
+def _left(procs: list, within: float) -> list:
+    """Which of ``procs`` are still running (zombies aside) after up to ``within`` seconds."""
+    import psutil
+
+    def alive(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + within
+    while (left := [p for p in procs if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names = []
+    for p in left:  # whatever the assertion says, leave nothing on the machine
+        try:
+            names.append(f"{p.pid} {p.name()}")
+            p.kill()
+        except psutil.Error:
+            pass
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_server_starts_leaves_no_process(sig, code):
+    """Ctrl-C or SIGTERM to a command whose vLLM server is starting (its engine process forked): the command
+    stops the server's whole process group and exits 130 / 143."""
+    _vllm_or_skip()
+    proc = subprocess.Popen([*CLI, "chat", "--text", "Whatever.", "--backend", "vllm", "--no-explain", "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        tree = _engine_started(proc.pid, exited=proc.poll)
+        proc.send_signal(sig)
+        assert proc.wait(60) == code, proc.stderr.read().decode()[-2000:]
+        assert not _left(tree, within=3)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_while_starting_leaves_no_process():
+    """The server process dies while starting (SIGKILLed here, its engine process alive): start() raises a
+    one-line BackendError and has stopped the rest of the server's process group."""
+    _vllm_or_skip()
+    from affect_llm import models
+    from affect_llm.llm.vllm import VLLMServer, VLLMServerOptions
+
+    server = VLLMServer(VLLMServerOptions(model=str(models.path("smollm2-135m")), served_name="smollm2-135m"))
+    tree: list = []
+
+    def kill_the_server_once_its_engine_runs():
+        while server.proc is None:
+            time.sleep(0.1)
+        tree.extend(_engine_started(server.proc.pid))
+        server.proc.kill()  # the server only, not its group
+
+    t = threading.Thread(target=kill_the_server_once_its_engine_runs, daemon=True)
+    t.start()
+    with pytest.raises(BackendError, match="exited with code -9 while starting") as e:
+        server.start()
+    t.join(5)
+    assert "\n" not in e.value.one_line()
+    assert tree and not _left(tree, within=1)
+    assert server.proc is None
 
 
 @pytest.mark.slow
