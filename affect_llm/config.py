@@ -26,7 +26,7 @@ class SpeechOptions(BaseModel):
     beam_size: int = 5
     vad_filter: bool = Field(True, description="drop non-speech with Silero VAD before decoding")
     compute_type: str = "int8"
-    cpu_threads: int = Field(0, description="0 = all cores")
+    cpu_threads: int = Field(0, description="0 = the cores free when the model loads (affect_llm.threads)")
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
 
@@ -76,7 +76,7 @@ class ReasonerOptions(BaseModel):
     dtype: str = Field(
         "auto", description="auto (bfloat16 on GPUs and CPUs with native bf16, else float32), float32, bfloat16"
     )
-    threads: int = Field(0, description="torch threads; 0 = leave torch's default")
+    threads: int = Field(0, description="torch threads; 0 = the free cores, re-measured before each LLM call")
     device: str = Field("auto", description="in-process LLM: auto (a CUDA GPU when there is one, else the CPU), cpu, "
                         "cuda or cuda:N")
     seed: int = 0

@@ -17,6 +17,7 @@ import numpy as np
 from .. import models
 from ..config import SpeechOptions
 from ..errors import ModelNotFound
+from ..threads import default_threads
 from ..types import Cue, Modality, Segment, Transcript, Word
 
 FASTER_WHISPER_SIZES = {
@@ -54,7 +55,7 @@ class FasterWhisper:
                 ) from None
         self.name = ref
         self.model = WhisperModel(
-            location, device="cpu", compute_type=opts.compute_type, cpu_threads=opts.cpu_threads
+            location, device="cpu", compute_type=opts.compute_type, cpu_threads=default_threads(opts.cpu_threads)
         )
 
     def transcribe(self, audio: np.ndarray) -> Transcript:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import models
+from ..threads import CoreMonitor
 from . import invariant
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
@@ -144,8 +145,9 @@ class TransformersLM(ChatPrompting):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
-        if threads:
-            torch.set_num_threads(threads)
+        # torch's pool: the user's count, else the free cores, re-measured before every call (see threads.py)
+        self._cores = None if threads else CoreMonitor()
+        torch.set_num_threads(threads or self._cores.free())
         r = models.resolve(ref, kind="llm")
         local_only = r.path is not None or not models.downloads_allowed()
         self.name = ref
@@ -169,6 +171,13 @@ class TransformersLM(ChatPrompting):
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
         self._heads_lock = threading.Lock()
         self._heads: dict[tuple[int, ...], Any] = {}  # KV caches of prompt heads (system turns), by their ids
+
+    def _size_pool(self) -> None:
+        """Before a call: torch's pool to the cores free now (unless the user chose a count)."""
+        if self._cores is not None and self.device.type == "cpu":
+            n = self._cores.free()
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
 
     # -- the shared head -------------------------------------------------------------------------------
     def _head_length(self, messages: list[Message], prompt: Prompt) -> int:
@@ -203,6 +212,7 @@ class TransformersLM(ChatPrompting):
         if any(len(c) == 0 for c in conts):
             raise ValueError("empty continuation")
         with self._lock, torch.inference_mode():
+            self._size_pool()
             head = self._head_length(messages, prompt)
             cache = self._head_cache(prompt.ids[:head]) if head else None
             embeds = prompt_embeddings(self.model.get_input_embeddings(), prompt, start=head)
@@ -256,6 +266,7 @@ class TransformersLM(ChatPrompting):
         for i, (p, h) in enumerate(zip(prompts, heads)):
             groups.setdefault(tuple(p.ids[:h]), []).append(i)
         with self._lock, torch.inference_mode():
+            self._size_pool()
             for head, members in groups.items():
                 chunks = [[i] for i in members] if temperature > 0 else [members]
                 for chunk in chunks:

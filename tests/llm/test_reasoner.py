@@ -157,3 +157,50 @@ def test_label_prior_is_keyed_by_the_adapter_weights(tmp_path):
     (a / "adapter_model.safetensors").write_bytes(b"two")
     assert _adapter_digest(str(a)) != first
     assert _adapter_digest(None) == "none"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_thread_count_does_not_change_results(dtype, lm32, lm16):
+    """The pool follows the free cores (affect_llm.threads), so results must not depend on its size."""
+    import torch
+
+    lm = lm32 if dtype == "float32" else lm16
+    msgs = _asks("I can't believe you forgot my birthday again.")[0]
+    before, cores = torch.get_num_threads(), lm._cores
+    lm._cores = None  # hold the count fixed for the comparison
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out[n] = (lm.generate(msgs, 24, assistant_prefix="The speaker feels"), lm.score(msgs, ["joy", "anger"]))
+    finally:
+        torch.set_num_threads(before)
+        lm._cores = cores
+    assert out[1][0] == out[2][0] and np.array_equal(out[1][1], out[2][1])
+
+
+def test_free_cores_sees_a_busy_neighbour():
+    """free_cores counts the cores other processes keep busy (not this one's own work)."""
+    import subprocess
+    import sys
+
+    from affect_llm.threads import CoreMonitor, available_cores, free_cores
+
+    cores = available_cores()
+    if cores < 2:
+        pytest.skip("needs 2 cores")
+    idle = free_cores(0.2)
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<5: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        loaded = free_cores(0.3)
+        m = CoreMonitor(min_interval=0.1)
+        m.free()
+        time.sleep(0.3)
+        watched = m.free()
+    finally:
+        busy.kill()
+    assert loaded <= idle - 1 or idle < cores  # a machine already busy before cannot show the step
+    assert watched <= cores - 1

@@ -1,0 +1,105 @@
+"""Native thread pools sized for the cores that are free, so that an analysis holds up on a busy machine.
+
+torch (intra-op) and CTranslate2 (Whisper) run their threads on GNU OpenMP, whose waiting threads spin. With
+more runnable threads than cores -- a ``chat`` beside an ``eval``, two ``chat`` processes, a busy neighbour --
+the spinning threads take the cores from the ones with work, and an analysis slows down many times more than
+its share. Measured on 2 cores (scripts/bench_concurrency.py prints the whole picture), one explanation of 48
+tokens beside one single-threaded busy process: 2 torch threads 8.6 s / 7.9 s, 1 thread 2.9 s / 4.3 s, against
+2.2 s alone. ``OMP_WAIT_POLICY=PASSIVE`` fixes the collapse as well but costs ~60 % alone (3.6 s against 2.2 s),
+so it is not set.
+
+So the pools take the cores that are free: :func:`free_cores` is the cores this process may use (its CPU
+affinity) less those other processes keep busy, from ``/proc/stat``; :class:`CoreMonitor` re-reads that between
+LLM calls from the CPU time used since the last one (no extra sampling), and the in-process LLM resizes torch's
+pool to it before each call. A count the user chose (``--threads``, ``SpeechOptions.cpu_threads``, a batch
+worker's share) is kept as it is.
+
+The pool size does not change results: the LLM's scores and text are bit-identical with 1 and 2 torch threads
+(tests/llm/test_reasoner.py checks it), so the same input gives the same output however busy the machine is.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask; all cores where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def free_cores(sample_s: float = 0.05) -> int:
+    """How many of :func:`available_cores` are not kept busy by other processes right now (at least one): the
+    machine's busy CPU time over ``sample_s`` less this process's own."""
+    cores = available_cores()
+    before, own0, t0 = _cpu_times(), _own_cpu_seconds(), time.monotonic()
+    if before is None:
+        return cores
+    time.sleep(sample_s)
+    after, own1, t1 = _cpu_times(), _own_cpu_seconds(), time.monotonic()
+    if after is None or after[1] <= before[1]:
+        return cores
+    n_cpu = os.cpu_count() or cores
+    busy_cores = (after[0] - before[0]) / (after[1] - before[1]) * n_cpu  # all processes, in cores
+    others = max(0.0, busy_cores - (own1 - own0) / max(1e-6, t1 - t0))
+    return max(1, min(cores, round(cores - others)))
+
+
+def default_threads(chosen: int = 0) -> int:
+    """``chosen`` when set (> 0), else :func:`free_cores`."""
+    return chosen if chosen and chosen > 0 else free_cores()
+
+
+class CoreMonitor:
+    """The free cores, re-measured at most every ``min_interval`` seconds from the machine's and this process's
+    CPU time since the previous measurement (the first one samples for a moment, see :func:`free_cores`)."""
+
+    def __init__(self, min_interval: float = 0.25):
+        self.min_interval = min_interval
+        self._lock = threading.Lock()
+        self._last: tuple[tuple[float, float], float, float] | None = None
+        self._free = available_cores()
+
+    def free(self) -> int:
+        with self._lock:
+            now_t = time.monotonic()
+            if self._last is None:
+                self._free = free_cores()
+                times = _cpu_times()
+                self._last = (times, _own_cpu_seconds(), time.monotonic()) if times else None
+                return self._free
+            (busy0, total0), own0, t0 = self._last
+            if now_t - t0 < self.min_interval:
+                return self._free
+            times = _cpu_times()
+            if times is None or times[1] <= total0:
+                return self._free
+            own1 = _own_cpu_seconds()
+            cores = available_cores()
+            n_cpu = os.cpu_count() or cores
+            busy_cores = (times[0] - busy0) / (times[1] - total0) * n_cpu
+            others = max(0.0, busy_cores - (own1 - own0) / (now_t - t0))
+            self._free = max(1, min(cores, round(cores - others)))
+            self._last = (times, own1, now_t)
+            return self._free
