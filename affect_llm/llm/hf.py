@@ -12,6 +12,7 @@ bit, whatever ran before it (reusing an arbitrary common prefix changes the chun
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import threading
 import warnings
@@ -170,7 +171,7 @@ class TransformersLM(ChatPrompting):
         self._eos = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
         self._heads_lock = threading.Lock()
-        self._heads: dict[tuple[int, ...], Any] = {}  # KV caches of prompt heads (system turns), by their ids
+        self._heads: dict[Any, Any] = {}  # KV caches of prompt prefixes cut at fixed bounds (see _bounds)
 
     def _size_pool(self) -> None:
         """Before a call: torch's pool to the cores free now (unless the user chose a count)."""
@@ -179,30 +180,50 @@ class TransformersLM(ChatPrompting):
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
 
-    # -- the shared head -------------------------------------------------------------------------------
-    def _head_length(self, messages: list[Message], prompt: Prompt) -> int:
-        """Where a prompt's cacheable head ends: after its system turn (the same for every call of the reasoner),
-        or 0. The head is a fixed boundary of the prompt itself, never of what ran before, so a prompt is always
-        computed in the same two pieces."""
-        if not messages or messages[0].get("role") != "system":
-            return 0
-        head = self.prompt(messages[:1], add_generation_prompt=False).ids
-        n = len(head)
-        if n >= len(prompt) or any(i < 0 for i in head) or prompt.ids[:n] != head:
-            return 0
-        return n
+    # -- cached prefixes ------------------------------------------------------------------------------
+    def _bounds(self, messages: list[Message], prompt: Prompt) -> list[int]:
+        """Where a prompt may be cut for caching: after its system turn (the same for every reasoner call) and at
+        its :data:`~affect_llm.llm.soft_prompt.CACHE_MARK` marks (after the evidence block, which the label and
+        the explanation prompts of one input share). These are fixed places in the prompt itself, never "what the
+        last prompt shared", so a prompt is always computed in the same pieces, cached or not."""
+        bounds = []
+        if messages and messages[0].get("role") == "system":
+            head = self.prompt(messages[:1], add_generation_prompt=False).ids
+            n = len(head)
+            if 0 < n < len(prompt) and prompt.ids[:n] == head and all(i >= 0 for i in head):
+                bounds.append(n)
+        bounds += [m for m in prompt.marks if m < len(prompt) and (not bounds or m > bounds[-1])]
+        return bounds
 
-    def _head_cache(self, ids: list[int]):
-        """A fresh copy of the KV cache of ``ids`` (run alone, from position 0), computed once per distinct head."""
-        key = tuple(ids)
+    @staticmethod
+    def _key(prompt: Prompt, n: int):
+        ids = tuple(prompt.ids[:n])
+        slots = sorted({-i - 1 for i in ids if i < 0})
+        if not slots:
+            return ids
+        assert prompt.soft is not None
+        soft = prompt.soft[slots].detach().float().cpu().numpy()
+        return ids, hashlib.sha256(soft.tobytes()).hexdigest()
+
+    def _prefix(self, prompt: Prompt, bounds: list[int]):
+        """(a fresh copy of the KV cache of ``prompt.ids[:bounds[-1]]``, that length), or (None, 0). Each piece
+        between two bounds is computed once, on top of the cache of the pieces before it, and kept (least
+        recently used first out, within :data:`PREFIX_CACHE_BYTES`)."""
+        embed = self.model.get_input_embeddings()
+        cache, start = None, 0
         with self._heads_lock:
-            cache = self._heads.get(key)
-            if cache is None:
-                cache = self.model(torch.tensor([ids], device=self.device), use_cache=True).past_key_values
-                self._heads[key] = cache
-                while len(self._heads) > 8:
-                    self._heads.pop(next(iter(self._heads)))
-            return copy.deepcopy(cache)
+            for b in bounds:
+                key = self._key(prompt, b)
+                hit = self._heads.pop(key, None)
+                if hit is None:
+                    base = copy.deepcopy(cache) if cache is not None else None
+                    e = prompt_embeddings(embed, prompt, start=start, end=b)
+                    hit = self.model(inputs_embeds=e.unsqueeze(0), past_key_values=base, use_cache=True).past_key_values
+                self._heads[key] = hit  # (re)inserted last: the most recently used
+                cache, start = hit, b
+            while len(self._heads) > 1 and sum(_nbytes(c) for c in self._heads.values()) > PREFIX_CACHE_BYTES:
+                self._heads.pop(next(iter(self._heads)))
+            return (copy.deepcopy(cache), start) if cache is not None else (None, 0)
 
     # -- scoring ----------------------------------------------------------------------------------------
     def score(self, messages: list[Message], continuations: list[str], soft=None) -> np.ndarray:
@@ -213,8 +234,7 @@ class TransformersLM(ChatPrompting):
             raise ValueError("empty continuation")
         with self._lock, torch.inference_mode():
             self._size_pool()
-            head = self._head_length(messages, prompt)
-            cache = self._head_cache(prompt.ids[:head]) if head else None
+            cache, head = self._prefix(prompt, self._bounds(messages, prompt))
             embeds = prompt_embeddings(self.model.get_input_embeddings(), prompt, start=head)
             out = self.model(inputs_embeds=embeds.unsqueeze(0), past_key_values=cache, use_cache=True)
             cache = out.past_key_values
@@ -260,25 +280,23 @@ class TransformersLM(ChatPrompting):
         (:mod:`affect_llm.llm.invariant`), so every answer is the one its prompt gets alone, bit for bit, in any
         dtype. Sampling (``temperature`` > 0) runs each prompt alone with its own generator seeded with ``seed``."""
         prompts = [self.prompt(r.messages, r.soft, r.assistant_prefix) for r in requests]
-        heads = [self._head_length(r.messages, p) for r, p in zip(requests, prompts)]
+        bounds = [self._bounds(r.messages, p) for r, p in zip(requests, prompts)]
         answers: list[list[int]] = [[] for _ in requests]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (p, h) in enumerate(zip(prompts, heads)):
-            groups.setdefault(tuple(p.ids[:h]), []).append(i)
         with self._lock, torch.inference_mode():
             self._size_pool()
-            for head, members in groups.items():
-                chunks = [[i] for i in members] if temperature > 0 else [members]
-                for chunk in chunks:
-                    outs = self._decode([prompts[i] for i in chunk], len(head), max_new_tokens, temperature, seed)
-                    for i, a in zip(chunk, outs):
-                        answers[i] = a
+            chunks = [[i] for i in range(len(requests))] if temperature > 0 else [list(range(len(requests)))]
+            for chunk in chunks:
+                outs = self._decode([prompts[i] for i in chunk], [bounds[i] for i in chunk], max_new_tokens,
+                                    temperature, seed)  # fmt: skip
+                for i, a in zip(chunk, outs):
+                    answers[i] = a
         return [(r.assistant_prefix + self.tokenizer.decode(a, skip_special_tokens=True)).strip()
                 for r, a in zip(requests, answers)]  # fmt: skip
 
-    def _decode(self, prompts: list[Prompt], head: int, max_new_tokens: int, temperature: float,
+    def _decode(self, prompts: list[Prompt], bounds: list[list[int]], max_new_tokens: int, temperature: float,
                 seed: int) -> list[list[int]]:  # fmt: skip
-        """The new tokens of each prompt (all sharing their first ``head`` ids)."""
+        """The new tokens of each prompt. Each row starts from its own cached prefix (:meth:`_prefix`), the
+        prefixes right-aligned into one left-padded batch cache; the rests run as one left-padded batch."""
         from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                   TopPLogitsWarper)  # fmt: skip
 
@@ -291,20 +309,20 @@ class TransformersLM(ChatPrompting):
         # which every row is computed as in any larger batch
         floor = invariant.min_rows(self.dtype)
         prompts = prompts + [prompts[0]] * max(0, floor - n_real)
+        bounds = bounds + [bounds[0]] * max(0, floor - n_real)
         n = len(prompts)
-        width = max(len(p) for p in prompts) - head
+        prefixes = [self._prefix(p, b) for p, b in zip(prompts, bounds)]
+        head = max(start for _, start in prefixes)  # the batch cache's length: row r's prefix ends there
+        cache = _stack_caches(prefixes, head)
+        width = max(len(p) - start for p, (_, start) in zip(prompts, prefixes))
         embed = self.model.get_input_embeddings()
-        cache = None
-        if head:
-            cache = self._head_cache(prompts[0].ids[:head])
-            cache.batch_repeat_interleave(n)
-        rows = [prompt_embeddings(embed, p, start=head) for p in prompts]
+        rows = [prompt_embeddings(embed, p, start=start) for p, (_, start) in zip(prompts, prefixes)]
         embeds = rows[0].new_zeros((n, width, rows[0].shape[-1]))
         mask = torch.zeros((n, head + width), dtype=torch.long)
-        mask[:, :head] = 1
         seen = torch.zeros((n, head + width), dtype=torch.long)
-        for i, (p, e) in enumerate(zip(prompts, rows)):
-            rest = len(p) - head  # left-padded between the shared head and the row's own rest
+        for i, (p, e, (_, start)) in enumerate(zip(prompts, rows, prefixes)):
+            rest = len(p) - start  # row i: [pad | its prefix | pad | its rest]
+            mask[i, head - start : head] = 1
             embeds[i, width - rest :] = e
             mask[i, head + width - rest :] = 1
             real = p.real_ids()
@@ -346,6 +364,46 @@ class TransformersLM(ChatPrompting):
                               position_ids=pos.to(self.device), past_key_values=cache,
                               use_cache=True).logits[:, -1].float().cpu()  # fmt: skip
         return answers[:n_real]
+
+
+#: the most memory the cached prompt prefixes of one model may hold (~14 MB per 600-token prefix in bf16)
+PREFIX_CACHE_BYTES = 256 * 2**20
+
+
+def _layers(cache):
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _nbytes(cache) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in _layers(cache))
+
+
+def _stack_caches(prefixes: list, length: int):
+    """One batch cache from single-row caches ``(cache or None, its length)``: row r's keys and values
+    right-aligned in ``length`` positions (zeros before them, which the attention mask keeps out). None when no
+    row has a prefix."""
+    rows = [c for c, _ in prefixes]
+    if length == 0:
+        return None
+    template = next(c for c in rows if c is not None)
+    if all(c is not None and start == length for c, start in prefixes) and all(
+        all(torch.equal(k, k0) for (k, _), (k0, _) in zip(_layers(c), _layers(template))) for c in rows
+    ):
+        out = copy.deepcopy(template)  # the common case: every row has the same prefix (one system turn)
+        out.batch_repeat_interleave(len(rows))
+        return out
+    out = copy.deepcopy(template)
+    for li, layer in enumerate(out.layers):
+        k0, v0 = layer.keys, layer.values
+        keys = k0.new_zeros((len(rows), k0.shape[1], length, k0.shape[3]))
+        values = v0.new_zeros((len(rows), v0.shape[1], length, v0.shape[3]))
+        for r, (c, start) in enumerate(prefixes):
+            if c is not None and start:
+                k, v = _layers(c)[li]
+                keys[r, :, length - start :] = k[0]
+                values[r, :, length - start :] = v[0]
+        layer.keys, layer.values = keys, values
+    return out
 
 
 @lru_cache(maxsize=2)

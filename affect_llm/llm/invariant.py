@@ -27,42 +27,75 @@ MIN_ROWS = {"bfloat16": 2, "float32": 4}
 _registered = False
 
 
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    if n_rep == 1:
-        return x
-    b, h, s, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+_plan_cache: list = [None, None]  # [the mask object (or a key for None), its plan]: one forward's layers share it
+
+
+def _plan(attention_mask, b: int, q: int, kv: int, device):
+    """Per row: (its real key positions, as a slice when they are one run; its real query rows; their boolean
+    mask). The same for every layer of one forward, so it is worked out once per mask."""
+    key = attention_mask if attention_mask is not None else ("causal", b, q, kv, str(device))
+    hit = _plan_cache[0]
+    if hit is not None and (hit is key or (isinstance(key, tuple) and hit == key)):
+        return _plan_cache[1]
+    own = torch.arange(kv - q, kv, device=device)  # each query's position on the key axis
+    causal = own[:, None] >= torch.arange(kv, device=device)[None, :]
+    if attention_mask is None:
+        allowed = causal.expand(b, q, kv)
+    else:
+        m = attention_mask[:, 0] if attention_mask.dim() == 4 else attention_mask
+        allowed = (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(b, q, kv)
+    plan = []
+    for r in range(b):
+        keys = allowed[r, -1].nonzero().squeeze(1)  # the last query is real and, being causal, sees every real key
+        if keys.numel() == 0:
+            plan.append(None)
+            continue
+        real = torch.isin(own, keys).nonzero().squeeze(1)  # queries standing on a real key position
+        mask = allowed[r].index_select(0, real).index_select(1, keys).contiguous()
+        lo, hi = int(keys[0]), int(keys[-1]) + 1
+        span = slice(lo, hi) if hi - lo == keys.numel() else None
+        rows = slice(int(real[0]), int(real[-1]) + 1) if int(real[-1]) + 1 - int(real[0]) == real.numel() else None
+        plan.append((keys, span, real, rows, mask))
+    _plan_cache[0], _plan_cache[1] = key, plan
+    return plan
 
 
 def rowwise_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):  # fmt: skip
     """transformers' attention-function signature: (b, h, q, d) query, (b, h_kv, kv, d) key and value, an sdpa
-    mask ((b, 1, q, kv) bool, float additive, or None for plain causal). Returns ((b, q, h, d), None)."""
+    mask ((b, 1, q, kv) bool, float additive, or None for plain causal). Returns ((b, q, h, d), None).
+
+    Each row's real keys are taken as they are stored (a slice, when they are one run, as for a row without
+    padding) or gathered into a copy (a left-padded row: its head, then its own positions); grouped-query heads
+    are read in place (``enable_gqa``), never repeated."""
     b, h, q, d = query.shape
     kv = key.shape[2]
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
-    own = torch.arange(kv - q, kv, device=query.device)  # each query's position on the key axis
-    causal = own[:, None] >= torch.arange(kv, device=query.device)[None, :]
-    if attention_mask is None:
-        allowed = causal.expand(b, q, kv)
-    else:
-        m = attention_mask[:, 0] if attention_mask.dim() == 4 else attention_mask
-        allowed = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
-        allowed = allowed.expand(b, q, kv)
+    gqa = key.shape[1] != h
+    plan = _plan(attention_mask, b, q, kv, query.device)
     out = query.new_zeros((b, q, h, d))
-    for r in range(b):
-        keys = allowed[r, -1].nonzero().squeeze(1)  # the last query is real and, being causal, sees every real key
-        if keys.numel() == 0:
+    for r, step in enumerate(plan):
+        if step is None:
             continue
-        real = torch.isin(own, keys).nonzero().squeeze(1)  # queries standing on a real key position
-        mask = allowed[r].index_select(0, real).index_select(1, keys)
-        qr = query[r : r + 1].index_select(2, real)
-        kr = key[r : r + 1].index_select(2, keys)
-        vr = value[r : r + 1].index_select(2, keys)
-        o = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr, attn_mask=mask, dropout_p=dropout,
-                                                             scale=scaling)  # fmt: skip
-        out[r, real] = o[0].transpose(0, 1)
+        keys, span, real, rows, mask = step
+        qr = query[r : r + 1, :, rows] if rows is not None else query[r : r + 1].index_select(2, real)
+        if span is not None:
+            kr, vr = key[r : r + 1, :, span], value[r : r + 1, :, span]
+        else:
+            kr, vr = key[r : r + 1].index_select(2, keys), value[r : r + 1].index_select(2, keys)
+        if q == 1:
+            # one new token: it attends to every key kept (the mask is all true), so no mask at all, and the
+            # query heads of each key head packed as that head's queries (no repeated keys): one small matmul
+            kv_heads = kr.shape[1]
+            o = torch.nn.functional.scaled_dot_product_attention(
+                qr.reshape(1, kv_heads, h // kv_heads, d), kr, vr, dropout_p=dropout, scale=scaling
+            ).reshape(1, h, 1, d)
+        else:
+            o = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr, attn_mask=mask, dropout_p=dropout,
+                                                                 scale=scaling, enable_gqa=gqa)  # fmt: skip
+        if rows is not None:
+            out[r, rows] = o[0].transpose(0, 1)
+        else:
+            out[r, real] = o[0].transpose(0, 1)
     return out, None
 
 

@@ -20,7 +20,7 @@ from ..config import ReasonerOptions
 from ..errors import ModelNotFound
 from ..evidence import Evidence, cited_ids
 from .hf import GenerationRequest, LLMBackend, Message, load
-from .soft_prompt import SLOT
+from .soft_prompt import CACHE_MARK, SLOT
 
 #: the shipped reasoner adapter that ``adapter="auto"`` loads when the LLM is its base
 DEFAULT_ADAPTER = "reasoner-meld"
@@ -147,7 +147,7 @@ class Reasoner:
     # -- label ------------------------------------------------------------------------------------------
     def label_messages(self, evidence_text: str, context: str | None = None, soft: bool = False) -> list[Message]:
         user = prompting.render("label.j2", evidence_text=evidence_text, labels=self.opts.labels, context=context,
-                                soft_slot=SLOT if soft else "")  # fmt: skip
+                                soft_slot=SLOT if soft else "", cache_mark=CACHE_MARK)  # fmt: skip
         return self._messages(user)
 
     def explain_messages(self, evidence: Evidence, label: str, evidence_text: str | None = None,
@@ -155,7 +155,7 @@ class Reasoner:
         """The explanation prompt and the start of the answer the model continues."""
         example = evidence.ids[:2] or ["S1"]
         user = prompting.render("explain.j2", evidence_text=evidence_text or evidence.render(), label=label,
-                                example_ids=example, soft_slot=SLOT if soft else "")  # fmt: skip
+                                example_ids=example, soft_slot=SLOT if soft else "", cache_mark=CACHE_MARK)  # fmt: skip
         # The base model's answer is seeded with the first cue id (it rarely cites on its own); a tuned adapter
         # cites by itself. Every id is checked against the evidence either way.
         seed = self.adapter.seed_citation if self.adapter else True

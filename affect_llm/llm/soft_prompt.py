@@ -12,7 +12,7 @@ A prompt is carried as a :class:`Prompt`: token ids, with the soft-prompt positi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +20,9 @@ from torch import nn
 
 #: where the soft prompt goes in a rendered prompt (prompts/*.j2 write it through the ``soft_slot`` variable)
 SLOT = "<|context_embedding|>"
+#: a place where the prompt may be cut for KV caching (after the evidence block; prompts/*.j2 write it through
+#: the ``cache_mark`` variable). It is removed from the text; :attr:`Prompt.marks` keeps where it was.
+CACHE_MARK = "<|cache_boundary|>"
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Prompt:
 
     ids: list[int]
     soft: torch.Tensor | None = None
+    marks: list[int] = field(default_factory=list)  # positions where a CACHE_MARK stood (a cut before ids[m])
 
     def __post_init__(self) -> None:
         n_slots = sum(1 for i in self.ids if i < 0)
@@ -52,24 +56,43 @@ class Prompt:
         return bool(torch.equal(self.soft[-a - 1], other.soft[-a - 1]))
 
 
+def _tokenize(tokenizer, text: str, k: int) -> list[int]:
+    """Token ids of ``text``; a :data:`SLOT` in it becomes the ``k`` soft positions ``-1 .. -k`` (the text on
+    either side tokenized apart)."""
+    parts = text.split(SLOT)
+    ids = tokenizer(parts[0], add_special_tokens=False)["input_ids"] if parts[0] else []
+    for part in parts[1:]:
+        ids += list(range(-1, -k - 1, -1))
+        ids += tokenizer(part, add_special_tokens=False)["input_ids"] if part else []
+    return ids
+
+
 def split_slot(tokenizer, text: str, soft: torch.Tensor | None) -> Prompt:
     """Tokenize a rendered chat ``text``; where :data:`SLOT` stands, put the soft positions (the slot must appear
-    exactly once when ``soft`` is given, and never otherwise)."""
-    parts = text.split(SLOT)
-    if soft is None:
-        if len(parts) != 1:
-            raise ValueError("the prompt marks a soft-prompt slot but no soft prompt was given")
-        return Prompt(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if len(parts) != 2:
-        raise ValueError(f"a soft prompt needs exactly one {SLOT} in the prompt, found {len(parts) - 1}")
-    before, after = (tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in parts)
-    return Prompt([*before, *range(-1, -soft.shape[0] - 1, -1), *after], soft)
+    exactly once when ``soft`` is given, and never otherwise). Each :data:`CACHE_MARK` is removed and its
+    position kept in ``marks`` -- only where the text before it tokenizes to exactly the first ids of the whole,
+    so a mark never changes the tokens."""
+    pieces = text.split(CACHE_MARK)
+    text = "".join(pieces)
+    n_slots = text.count(SLOT)
+    if soft is None and n_slots:
+        raise ValueError("the prompt marks a soft-prompt slot but no soft prompt was given")
+    if soft is not None and n_slots != 1:
+        raise ValueError(f"a soft prompt needs exactly one {SLOT} in the prompt, found {n_slots}")
+    k = 0 if soft is None else int(soft.shape[0])
+    p = Prompt(_tokenize(tokenizer, text, k), soft)
+    for j in range(1, len(pieces)):
+        head = _tokenize(tokenizer, "".join(pieces[:j]), k)
+        n = len(head)
+        if 0 < n < len(p.ids) and p.ids[:n] == head and (not p.marks or n > p.marks[-1]):
+            p.marks.append(n)
+    return p
 
 
-def prompt_embeddings(embed: nn.Embedding, prompt: Prompt, start: int = 0) -> torch.Tensor:
-    """(len(prompt) - start, d) input embeddings of ``prompt.ids[start:]``: the embedding table's rows for token
+def prompt_embeddings(embed: nn.Embedding, prompt: Prompt, start: int = 0, end: int | None = None) -> torch.Tensor:
+    """(end - start, d) input embeddings of ``prompt.ids[start:end]``: the embedding table's rows for token
     ids, the soft vectors (cast to the table's dtype) for soft positions."""
-    ids = torch.tensor(prompt.ids[start:], dtype=torch.long, device=embed.weight.device)
+    ids = torch.tensor(prompt.ids[start:end], dtype=torch.long, device=embed.weight.device)
     soft_pos = ids < 0
     out = embed(ids.clamp(min=0))
     if soft_pos.any():

@@ -204,3 +204,22 @@ def test_free_cores_sees_a_busy_neighbour():
         busy.kill()
     assert loaded <= idle - 1 or idle < cores  # a machine already busy before cannot show the step
     assert watched <= cores - 1
+
+
+def test_rowwise_attention_computes_what_torchs_attention_computes():
+    """The batch-invariant attention is the same function as transformers' sdpa attention (within float32
+    rounding): label scores over a cached prefix, and a greedy continuation, agree with the model run on sdpa."""
+    lm = TransformersLM("smollm2-135m", dtype="float32", adapter=None)
+    msgs = _asks("I can't believe you forgot my birthday again.")[0]
+    labels = ["joy", "anger", "sadness", "surprise and more words"]
+    ours = lm.score(msgs, labels), lm.generate(msgs, 16, assistant_prefix="The speaker feels")
+    lm.model.set_attn_implementation("sdpa")
+    lm._heads.clear()
+    try:
+        theirs = lm.score(msgs, labels), lm.generate(msgs, 16, assistant_prefix="The speaker feels")
+    finally:
+        from affect_llm.llm import invariant
+
+        lm.model.set_attn_implementation(invariant.NAME)
+    np.testing.assert_allclose(ours[0], theirs[0], atol=2e-3)
+    assert ours[1] == theirs[1]
