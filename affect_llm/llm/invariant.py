@@ -17,6 +17,8 @@ padding with ghost rows whose tokens it throws away.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 NAME = "affect_rowwise"
@@ -27,16 +29,18 @@ MIN_ROWS = {"bfloat16": 2, "float32": 4}
 _registered = False
 
 
-_plan_cache: list = [None, None]  # [the mask object (or a key for None), its plan]: one forward's layers share it
+# the last mask (or a key standing for None) and its plan, per thread: one forward's layers share it, and a
+# forward runs in one thread (two models in two threads never see each other's plan)
+_local = threading.local()
 
 
 def _plan(attention_mask, b: int, q: int, kv: int, device):
     """Per row: (its real key positions, as a slice when they are one run; its real query rows; their boolean
     mask). The same for every layer of one forward, so it is worked out once per mask."""
     key = attention_mask if attention_mask is not None else ("causal", b, q, kv, str(device))
-    hit = _plan_cache[0]
+    hit = getattr(_local, "key", None)
     if hit is not None and (hit is key or (isinstance(key, tuple) and hit == key)):
-        return _plan_cache[1]
+        return _local.plan
     own = torch.arange(kv - q, kv, device=device)  # each query's position on the key axis
     causal = own[:, None] >= torch.arange(kv, device=device)[None, :]
     if attention_mask is None:
@@ -56,7 +60,7 @@ def _plan(attention_mask, b: int, q: int, kv: int, device):
         span = slice(lo, hi) if hi - lo == keys.numel() else None
         rows = slice(int(real[0]), int(real[-1]) + 1) if int(real[-1]) + 1 - int(real[0]) == real.numel() else None
         plan.append((keys, span, real, rows, mask))
-    _plan_cache[0], _plan_cache[1] = key, plan
+    _local.key, _local.plan = key, plan
     return plan
 
 
