@@ -115,14 +115,6 @@ def resolve_dtype(dtype: str, device: "torch.device | None" = None):
         raise ValueError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
 
 
-def _crop(cache, length: int) -> None:
-    """Cut a KV cache back to its first ``length`` tokens (a negative argument means the same in every
-    transformers version: remove that many tokens)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
-
-
 def quiet_transformers() -> None:
     """No progress bars or warnings from transformers on our users' terminals."""
     from transformers.utils import logging as hf_logging
@@ -172,6 +164,7 @@ class TransformersLM(ChatPrompting):
         self._lock = threading.Lock()  # one forward at a time: torch on 2 cores gains nothing from overlap
         self._heads_lock = threading.Lock()
         self._heads: dict[Any, Any] = {}  # KV caches of prompt prefixes cut at fixed bounds (see _bounds)
+        self._system_ids: dict[str, list[int]] = {}  # a system turn's chat-formatted ids, by its text
 
     def _size_pool(self) -> None:
         """Before a call: torch's pool to the cores free now (unless the user chose a count)."""
@@ -188,7 +181,10 @@ class TransformersLM(ChatPrompting):
         last prompt shared", so a prompt is always computed in the same pieces, cached or not."""
         bounds = []
         if messages and messages[0].get("role") == "system":
-            head = self.prompt(messages[:1], add_generation_prompt=False).ids
+            system = messages[0]["content"]
+            head = self._system_ids.get(system)
+            if head is None:  # the reasoner has one or two system turns: tokenized once each
+                head = self._system_ids[system] = self.prompt(messages[:1], add_generation_prompt=False).ids
             n = len(head)
             if 0 < n < len(prompt) and prompt.ids[:n] == head and all(i >= 0 for i in head):
                 bounds.append(n)
@@ -311,7 +307,13 @@ class TransformersLM(ChatPrompting):
         prompts = prompts + [prompts[0]] * max(0, floor - n_real)
         bounds = bounds + [bounds[0]] * max(0, floor - n_real)
         n = len(prompts)
-        prefixes = [self._prefix(p, b) for p, b in zip(prompts, bounds)]
+        # each distinct prefix fetched once (the ghost rows and prompts sharing an evidence block share it)
+        keys = [self._key(p, b[-1]) if b else None for p, b in zip(prompts, bounds)]
+        fetched: dict = {}
+        for k, p, b in zip(keys, prompts, bounds):
+            if k not in fetched:
+                fetched[k] = self._prefix(p, b)
+        prefixes = [fetched[k] for k in keys]
         head = max(start for _, start in prefixes)  # the batch cache's length: row r's prefix ends there
         cache = _stack_caches(prefixes, head)
         width = max(len(p) - start for p, (_, start) in zip(prompts, prefixes))
@@ -379,27 +381,24 @@ def _nbytes(cache) -> int:
 
 
 def _stack_caches(prefixes: list, length: int):
-    """One batch cache from single-row caches ``(cache or None, its length)``: row r's keys and values
-    right-aligned in ``length`` positions (zeros before them, which the attention mask keeps out). None when no
-    row has a prefix."""
-    rows = [c for c, _ in prefixes]
+    """One batch cache from single-row caches ``(cache or None, its length)`` -- fresh copies of this call's, a
+    row that shares another's prefix holding the same object: row r's keys and values right-aligned in
+    ``length`` positions (zeros before them, which the attention mask keeps out). None when no row has a
+    prefix."""
     if length == 0:
         return None
-    template = next(c for c in rows if c is not None)
-    if all(c is not None and start == length for c, start in prefixes) and all(
-        all(torch.equal(k, k0) for (k, _), (k0, _) in zip(_layers(c), _layers(template))) for c in rows
-    ):
-        out = copy.deepcopy(template)  # the common case: every row has the same prefix (one system turn)
-        out.batch_repeat_interleave(len(rows))
+    out = next(c for c, _ in prefixes if c is not None)
+    if all(c is out for c, _ in prefixes):  # the common case: one prefix for every row (one system turn)
+        out.batch_repeat_interleave(len(prefixes))
         return out
-    out = copy.deepcopy(template)
+    rows = [(_layers(c) if c is not None else None, start) for c, start in prefixes]  # read before out changes
     for li, layer in enumerate(out.layers):
         k0, v0 = layer.keys, layer.values
         keys = k0.new_zeros((len(rows), k0.shape[1], length, k0.shape[3]))
         values = v0.new_zeros((len(rows), v0.shape[1], length, v0.shape[3]))
-        for r, (c, start) in enumerate(prefixes):
-            if c is not None and start:
-                k, v = _layers(c)[li]
+        for r, (layers, start) in enumerate(rows):
+            if layers is not None and start:
+                k, v = layers[li]
                 keys[r, :, length - start :] = k[0]
                 values[r, :, length - start :] = v[0]
         layer.keys, layer.values = keys, values

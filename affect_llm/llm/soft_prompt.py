@@ -45,16 +45,6 @@ class Prompt:
     def real_ids(self) -> list[int]:
         return [i for i in self.ids if i >= 0]
 
-    def same_position(self, other: "Prompt", i: int) -> bool:
-        """Whether position ``i`` holds the same input in both prompts (a soft position only with equal vectors)."""
-        a, b = self.ids[i], other.ids[i]
-        if a != b:
-            return False
-        if a >= 0:
-            return True
-        assert self.soft is not None and other.soft is not None
-        return bool(torch.equal(self.soft[-a - 1], other.soft[-a - 1]))
-
 
 def _tokenize(tokenizer, text: str, k: int) -> list[int]:
     """Token ids of ``text``; a :data:`SLOT` in it becomes the ``k`` soft positions ``-1 .. -k`` (the text on
