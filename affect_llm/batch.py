@@ -139,12 +139,22 @@ def record(item: EvalItem, a: Analysis) -> dict[str, Any]:
 
 
 #: errors that belong to the item itself (a bad file, a bad text): a rerun would fail the same way
-FINAL_ERRORS = ("InputError", "MediaError", "MediaTooLong")
+FINAL_ERRORS = (InputError, MediaError)
+
+
+def _final_names() -> tuple[str, ...]:
+    """The type names of :data:`FINAL_ERRORS` and their subclasses, as error records write them."""
+    todo, names = list(FINAL_ERRORS), []
+    while todo:
+        cls = todo.pop()
+        names.append(cls.__name__)
+        todo += cls.__subclasses__()
+    return tuple(f"{n}:" for n in names)
 
 
 def error_record(item: EvalItem, e: BaseException) -> dict[str, Any]:
     msg = e.one_line() if isinstance(e, AffectLLMError) else " ".join(str(e).split())
-    final = isinstance(e, (InputError, MediaError))
+    final = isinstance(e, FINAL_ERRORS)
     return {"id": item.id, "label": None, "error": f"{type(e).__name__}: {msg}", "retry": not final}
 
 
@@ -156,7 +166,7 @@ def retryable(rec: dict[str, Any]) -> bool:
         return False
     if "retry" in rec:
         return bool(rec["retry"])
-    return not str(rec["error"]).startswith(FINAL_ERRORS)
+    return not str(rec["error"]).startswith(_final_names())
 
 
 def _drop_retryable(out: Path) -> list[dict[str, Any]]:
@@ -167,8 +177,7 @@ def _drop_retryable(out: Path) -> list[dict[str, Any]]:
     if len(keep) < len(records):
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            for r in keep:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in keep)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)

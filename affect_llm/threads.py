@@ -49,21 +49,35 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _snapshot() -> tuple[tuple[float, float], float, float] | None:
+    """(the machine's (busy, total) CPU time, this process's CPU seconds, the monotonic clock), or None."""
+    times = _cpu_times()
+    return (times, _own_cpu_seconds(), time.monotonic()) if times is not None else None
+
+
+def _free_between(before, after) -> int | None:
+    """The cores free of other processes between two snapshots (:func:`_snapshot`): the machine's busy cores less this
+    process's own; None when the interval says nothing (no time passed)."""
+    (busy0, total0), own0, t0 = before
+    (busy1, total1), own1, t1 = after
+    if total1 <= total0 or t1 <= t0:
+        return None
+    cores = available_cores()
+    busy_cores = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or cores)  # all processes, in cores
+    others = max(0.0, busy_cores - (own1 - own0) / (t1 - t0))
+    return max(1, min(cores, round(cores - others)))
+
+
 def free_cores(sample_s: float = 0.05) -> int:
     """How many of :func:`available_cores` are not kept busy by other processes right now (at least one): the
     machine's busy CPU time over ``sample_s`` less this process's own."""
-    cores = available_cores()
-    before, own0, t0 = _cpu_times(), _own_cpu_seconds(), time.monotonic()
+    before = _snapshot()
     if before is None:
-        return cores
+        return available_cores()
     time.sleep(sample_s)
-    after, own1, t1 = _cpu_times(), _own_cpu_seconds(), time.monotonic()
-    if after is None or after[1] <= before[1]:
-        return cores
-    n_cpu = os.cpu_count() or cores
-    busy_cores = (after[0] - before[0]) / (after[1] - before[1]) * n_cpu  # all processes, in cores
-    others = max(0.0, busy_cores - (own1 - own0) / max(1e-6, t1 - t0))
-    return max(1, min(cores, round(cores - others)))
+    after = _snapshot()
+    free = _free_between(before, after) if after is not None else None
+    return available_cores() if free is None else free
 
 
 def default_threads(chosen: int = 0) -> int:
@@ -78,28 +92,19 @@ class CoreMonitor:
     def __init__(self, min_interval: float = 0.25):
         self.min_interval = min_interval
         self._lock = threading.Lock()
-        self._last: tuple[tuple[float, float], float, float] | None = None
+        self._last = None  # the snapshot the next measurement starts from
         self._free = available_cores()
 
     def free(self) -> int:
         with self._lock:
-            now_t = time.monotonic()
             if self._last is None:
                 self._free = free_cores()
-                times = _cpu_times()
-                self._last = (times, _own_cpu_seconds(), time.monotonic()) if times else None
+                self._last = _snapshot()
                 return self._free
-            (busy0, total0), own0, t0 = self._last
-            if now_t - t0 < self.min_interval:
+            if time.monotonic() - self._last[2] < self.min_interval:
                 return self._free
-            times = _cpu_times()
-            if times is None or times[1] <= total0:
-                return self._free
-            own1 = _own_cpu_seconds()
-            cores = available_cores()
-            n_cpu = os.cpu_count() or cores
-            busy_cores = (times[0] - busy0) / (times[1] - total0) * n_cpu
-            others = max(0.0, busy_cores - (own1 - own0) / (now_t - t0))
-            self._free = max(1, min(cores, round(cores - others)))
-            self._last = (times, own1, now_t)
+            now = _snapshot()
+            free = _free_between(self._last, now) if now is not None else None
+            if free is not None:
+                self._free, self._last = free, now
             return self._free
