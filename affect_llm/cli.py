@@ -79,7 +79,7 @@ def _fail(e: BaseException) -> None:
 def chat(
     file: Optional[Path] = typer.Argument(None, help="video or audio file", show_default=False),
     text: Optional[str] = typer.Option(None, "--text", help="analyse this text instead of a media file"),
-    ask: Optional[str] = typer.Option(None, "--ask", help="answer one question about the clip and exit"),
+    ask: Optional[str] = typer.Option(None, "--ask", help="answer one question about the clip and exit (with --json: an \"answer\" field)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (the Analysis) and exit"),
     no_explain: bool = typer.Option(False, "--no-explain", help="label and probabilities only"),
     llm: str = typer.Option("smollm2-135m", "--llm", help="LLM: registry name, local path or HF id"),
@@ -153,7 +153,11 @@ def chat(
 
         if as_json:
             analysis = pipe.analyze(file, text=text, context=context, explain=not no_explain)
-            sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
+            if ask is not None:  # the analysis with the answer to the one question
+                payload = {**analysis.model_dump(mode="json"), "answer": pipe.chat(analysis, [], ask)}
+                sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            else:
+                sys.stdout.write(analysis.model_dump_json(indent=2) + "\n")
         else:
             with err.status("analysing…", spinner="dots"):
                 analysis = pipe.analyze(file, text=text, context=context, explain=not no_explain)

@@ -15,6 +15,7 @@ import numpy as np
 from . import media
 from .config import PipelineConfig
 from .data import Dialogue, Utterance, read_dialogue
+from .decision import VERBAL, Decision, decide
 from .errors import InputError
 from .evidence import Evidence
 from .textnorm import normalize
@@ -344,9 +345,13 @@ class Pipeline:
             if not track.face_found:
                 got.lack([Modality.face], "no face visible in the video")
             else:
-                dist = face_stage.label_distribution(track, self.config.reasoner.labels)
+                labels = self.config.reasoner.labels
+                dist = face_stage.label_distribution(track, labels)
                 if dist:
                     got.distributions["face"] = dist
+                facs = face_stage.facs_distribution(track, labels)
+                if facs:
+                    got.distributions["facs"] = facs
         if scene is not None:
             if scene.mean is None:
                 got.lack([Modality.scene], "no frames could be decoded for CLIP")
@@ -402,7 +407,8 @@ class Pipeline:
         keep = [c for c in evidence.cues if self._uses(c.modality)]
         dropped = sorted({c.modality.value for c in evidence.cues} - {c.modality.value for c in keep})
         for name in list(got.distributions):
-            if name in ("face", "scene", "context") and not self._uses(Modality(name)):
+            modality = Modality.face if name == "facs" else Modality(name) if name in ("face", "scene", "context") else None
+            if modality is not None and not self._uses(modality):
                 del got.distributions[name]
         notes = list(evidence.notes)
         if dropped:
@@ -545,25 +551,27 @@ class Pipeline:
         if soft is None and reasoner.projector is not None and got.context_embedding is not None:
             evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
                                   "embeddings")  # fmt: skip
-        with timer("label"):
-            llm_probs = reasoner.label_distribution(evidence_text, llm_context, soft)
-        d.distributions = {"llm": llm_probs, **got.distributions}
-        d.probs = llm_probs
-        fusion = self.fusion()
-        if fusion is not None:
-            try:
-                fused = fusion.fuse(d.distributions)
-            except InputError as e:  # nothing matches the fusion's inputs (e.g. another dataset's label set)
-                evidence.notes.append(f"not fused, the LLM's distribution decides: {e}")
-            else:
-                if set(fused.used) != set(d.distributions):
-                    evidence.notes.append("not fused: " + ", ".join(f"{m} ({why})" for m, why in fused.ignored.items()))
-                if set(fused.distribution) == set(ro.labels):
-                    d.probs, d.fusion_weights = fused.distribution, fused.weights
+        has_words = any(c.modality in (Modality.speech, Modality.text) for c in evidence.cues)
+        d.distributions = dict(got.distributions)
+        if has_words:  # the LLM was trained on words: on a wordless input its label scores are not evidence
+            with timer("label"):
+                d.distributions = {"llm": reasoner.label_distribution(evidence_text, llm_context, soft), **d.distributions}
+        try:
+            decision = decide(d.distributions, list(ro.labels), has_words=has_words, fusion=self.fusion())
+        except InputError as e:  # e.g. only distributions on another label set
+            evidence.notes.append(f"no label decision from the distributions: {e}")
+            decision = Decision("neutral" if "neutral" in ro.labels else ro.labels[0],
+                                {lab: 1.0 / len(ro.labels) for lab in ro.labels}, reason=str(e))  # fmt: skip
+        unfused = {m: why for m, why in decision.left_out.items() if m != "fusion" and (m not in VERBAL or has_words)}
+        if "fusion" in decision.left_out:  # nothing matched the fusion's inputs (e.g. another dataset's label set)
+            who = "the LLM" if decision.used == ("llm",) else f"the {'/'.join(decision.used)}"
+            evidence.notes.append(f"not fused, {who}'s distribution decides: {decision.left_out['fusion']}")
+        elif unfused:
+            evidence.notes.append("not fused: " + "; ".join(f"{m} ({why})" for m, why in unfused.items()))
+        d.probs, d.fusion_weights, d.label, d.decision = decision.probabilities, decision.weights, decision.label, decision.reason
         from .llm.reasoner import ExplainJob
 
-        d.label = max(d.probs, key=d.probs.__getitem__)
-        d.job = ExplainJob(evidence, d.label, evidence_text, soft)
+        d.job = ExplainJob(evidence, d.label, evidence_text, soft, d.distributions)
         return d
 
     def _finish(self, d: "_Decision", explain: bool) -> Analysis:
@@ -572,8 +580,9 @@ class Pipeline:
             explanation = "No usable evidence: " + "; ".join(evidence.notes) + "." if explain else ""
             cited: list[str] = []
             unknown: list[str] = []
+            repairs: list[str] = []
         else:
-            explanation, cited, unknown = d.explained if d.explained is not None else ("", [], [])
+            explanation, cited, unknown, repairs = d.explained if d.explained is not None else ("", [], [], [])
         d.timer.timings["total"] = round(time.perf_counter() - d.started, 4)
         return Analysis(
             source=d.name,
@@ -581,6 +590,7 @@ class Pipeline:
             probabilities=d.probs,
             distributions=d.distributions,
             fusion=d.fusion_weights,
+            decision=d.decision,
             explanation=explanation,
             cited_cues=cited,
             uncited_ids=unknown,
@@ -588,7 +598,7 @@ class Pipeline:
             cues=evidence.cues,
             evidence=d.evidence_text,
             missing_modalities=evidence.missing,
-            notes=evidence.notes,
+            notes=[*evidence.notes, *repairs],
             media=d.info,
             timeline=d.got.timeline,
             models=d.models_used,
@@ -600,10 +610,7 @@ class Pipeline:
         question = question.strip()
         if not question:
             raise InputError("empty question")
-        return self.reasoner().chat(
-            analysis.evidence, analysis.label, analysis.probabilities[analysis.label], analysis.explanation,
-            history, question,
-        )  # fmt: skip
+        return self.reasoner().chat(analysis, history, question)
 
 
 @dataclass
@@ -622,8 +629,9 @@ class _Decision:
     probs: dict[str, float] = field(default_factory=dict)
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)
     fusion_weights: dict[str, float] = field(default_factory=dict)
+    decision: str = ""  # why the label is what it is (decision.Decision.reason)
     job: ExplainJob | None = None  # None: nothing for the LLM to explain (no evidence)
-    explained: tuple[str, list[str], list[str]] | None = None
+    explained: tuple | None = None  # llm.reasoner.Explained
 
 
 #: the LLM reads at most this many earlier utterances (the context model reads them all)

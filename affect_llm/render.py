@@ -67,6 +67,8 @@ def analysis(console: Console, a: Analysis) -> None:
             table.add_row(k, f"{w:.2f}" if w is not None else "—", top)
         bars.append(Text("fused from:" if a.fusion else "per modality (not fused):", style="dim"))
         bars.append(table)
+    if a.decision:
+        bars.append(Text(f"why this label: {a.decision}", style="dim"))
     console.print(Panel(Group(*bars), title=f"emotion: {a.label}", title_align="left"))
     if a.explanation:
         known = {c.id for c in a.cues}

@@ -94,11 +94,13 @@ class Analysis(BaseModel):
     probabilities: dict[str, float] = Field(description="label -> probability; sums to 1")
     distributions: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="per-modality label distributions ('context', 'llm', 'face', 'scene') before fusion",
+        description="per-modality label distributions before fusion: 'llm', 'context', 'face' (FER), 'facs' (the AU pattern), 'scene'",
     )
     fusion: dict[str, float] = Field(
         default_factory=dict, description="modality -> its mean weight in the fused probabilities (empty: no fusion)"
     )
+    decision: str = Field("", description="why the label is what it is: what was fused or decided alone, and what "
+                          "was left out and why (affect_llm.decision)")
     explanation: str = ""
     cited_cues: list[str] = Field(default_factory=list, description="cue ids the explanation cites that exist")
     uncited_ids: list[str] = Field(
@@ -127,6 +129,8 @@ class Analysis(BaseModel):
             "label": self.label,
             "probabilities": self.probabilities,
             "distributions": self.distributions,
+            "fusion": self.fusion,
+            "decision": self.decision,
             "explanation": self.explanation,
             "cited_cues": self.cited_cues,
             "uncited_ids": self.uncited_ids,

@@ -66,7 +66,7 @@ def main() -> None:
             dist = r.label_distribution(ev_text, ctx, soft)
             preds[name].append(max(dist, key=dist.__getitem__))
             if n in explain_idx:
-                text, cited, unknown = r.explain(evidence, u.label, ev_text, soft)
+                text, cited, unknown, _ = r.explain(evidence, u.label, ev_text, soft)
                 expl[name].append({"id": u.id, "label": u.label, "text": text, "cited": cited, "unknown": unknown})
         if (n + 1) % 100 == 0:
             print(f"{n + 1}/{len(items)} ({(time.monotonic() - t0) / 60:.1f} min)", flush=True)

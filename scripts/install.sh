@@ -20,12 +20,16 @@ fi
 "${PIP[@]}" tiktoken more-itertools numba tqdm
 "${PIP[@]}" --no-deps "openai-whisper==20250625"
 
-# espeak-ng makes the speech fixtures of the tests; ffmpeg is not needed (PyAV bundles its own libraries).
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng makes the speech fixtures of the tests and the media set; wamerican is the English word list the
+# explanation check reads (/usr/share/dict/american-english); ffmpeg is not needed (PyAV bundles its own libraries).
+NEED=()
+command -v espeak-ng >/dev/null 2>&1 || NEED+=(espeak-ng)
+[ -f /usr/share/dict/american-english ] || NEED+=(wamerican)
+if [ ${#NEED[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng; its tests will skip" >&2
+        (apt-get update -qq && apt-get install -y -qq "${NEED[@]}" >/dev/null) || echo "warning: could not install ${NEED[*]}; the tests that need them skip" >&2
     else
-        echo "warning: espeak-ng not found (apt-get install espeak-ng); its tests will skip" >&2
+        echo "warning: ${NEED[*]} not installed (apt-get install ${NEED[*]}); the tests that need them skip" >&2
     fi
 fi
 

@@ -77,7 +77,8 @@ def test_hamilton_json_end_to_end(tmp_path):
     assert d["missing_modalities"] == ["scene"] and any("CLIP" in n for n in a.notes)
     # the context model reads the transcript as a one-utterance dialogue; every modality's distribution is fused
     assert "utterance alone" in a.cue("D1").text
-    assert set(a.fusion) == {"llm", "context", "face"} == set(a.distributions)
+    assert set(a.fusion) == {"llm", "context", "face"} and set(a.distributions) == {"llm", "context", "face", "facs"}
+    assert a.decision.startswith(f"{a.label}: fused from")  # the face input is FER and FACS pooled
     assert sum(a.fusion.values()) == pytest.approx(1, abs=1e-3)
 
 
@@ -164,6 +165,6 @@ def test_modality_selection_keeps_only_the_chosen_cues():
     assert mods == {Modality.prosody, Modality.face}
     assert "S1" not in a.evidence and "D1" not in a.evidence
     assert any(n.startswith("left out by the modality selection: speech") for n in a.notes)
-    assert set(a.distributions) == {"llm", "face"}
+    assert set(a.distributions) == {"face", "facs"}  # no words: the LLM's label scores are not evidence
     r = _cli("chat", str(shared_media() / "jfk.flac"), "--modalities", "speech,smell")
     assert r.returncode == 2 and r.stderr.startswith("error: invalid option: modalities.1")

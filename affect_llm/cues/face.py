@@ -621,3 +621,103 @@ def label_distribution(track: FaceTrack, labels: Sequence[str]) -> dict[str, flo
     mean = {FER_TO_MELD[k]: float(np.mean([e[k] for e in exprs])) for k in FER_TO_MELD}
     z = sum(mean.values())
     return {lab: mean[lab] / z for lab in labels}
+
+
+# --- FACS reading: EMFACS-style prototypes --------------------------------------------------------------
+
+#: Emotion prototypes as sets of action units (after Ekman & Friesen's EMFACS and Friesen & Ekman 1983; the
+#: combinations FACS-based emotion coding uses for the six basic emotions). Only AUs this module measures are
+#: listed: anger's AU23 (lip tightener) has no blendshape or landmark measure here, so anger reads from the brows
+#: and lids alone; disgust takes AU9 or AU10 with AU15.
+FACS_PROTOTYPES: dict[str, tuple[str, ...]] = {
+    "joy": ("AU6", "AU12"),
+    "sadness": ("AU1", "AU4", "AU15"),
+    "surprise": ("AU1", "AU2", "AU5", "AU26"),
+    "anger": ("AU4", "AU5", "AU7"),
+    "disgust": ("AU9", "AU10", "AU15"),
+    "fear": ("AU1", "AU2", "AU4", "AU5", "AU20", "AU26"),
+}
+#: plain words for what each AU does to a face (for explanations)
+AU_PLAIN: dict[str, str] = {
+    "AU1": "the inner brows rise", "AU2": "the outer brows rise", "AU4": "the brows draw down",
+    "AU5": "the upper lids rise", "AU6": "the cheeks rise", "AU7": "the lids tighten",
+    "AU9": "the nose wrinkles", "AU10": "the upper lip rises", "AU12": "the lip corners pull up",
+    "AU14": "the cheeks dimple", "AU15": "the lip corners pull down", "AU17": "the chin pushes up",
+    "AU20": "the lips stretch", "AU25": "the lips part", "AU26": "the jaw drops", "AU45": "the eyes blink",
+}  # fmt: skip
+#: what a prototype looks like, in one word or two
+PROTOTYPE_WORDS = {"joy": "a smile", "sadness": "a downcast face", "surprise": "a startled face",
+                   "anger": "a glare", "disgust": "a face of distaste", "fear": "a frightened face"}  # fmt: skip
+#: an AU's contribution to a prototype match saturates at this intensity (FACS level C, "marked")
+FACS_FULL = 3.0
+#: sharpness of the FACS distribution: p(e) ∝ exp(FACS_SHARPNESS * match(e)), neutral's match = 1 - the best one
+FACS_SHARPNESS = 4.0
+
+
+def facs_matches(aus: dict[str, float]) -> dict[str, float]:
+    """How fully each prototype is shown (0-1): the mean over its AUs of ``min(intensity / 3, 1)``; an AU
+    below :data:`ACTIVE` counts as absent. For disgust AU9 and AU10 are alternatives (the larger counts)."""
+    def part(au: str) -> float:
+        v = float(aus.get(au, 0.0))
+        return min(v / FACS_FULL, 1.0) if v >= ACTIVE else 0.0
+
+    out = {}
+    for emotion, units in FACS_PROTOTYPES.items():
+        if emotion == "disgust":
+            out[emotion] = (max(part("AU9"), part("AU10")) + part("AU15")) / 2
+        else:
+            out[emotion] = sum(part(a) for a in units) / len(units)
+    return out
+
+
+def facs_reading(aus: dict[str, float]) -> tuple[str, float, list[str]] | None:
+    """The prototype a face shows best: (emotion, match 0-1, its active AUs strongest first), or None when no
+    prototype has an active AU."""
+    matches = facs_matches(aus)
+    # a tie goes to the larger prototype: fear (AU1+2+4+5+20+26) shown in full also shows all of surprise's AUs
+    emotion = max(matches, key=lambda e: (matches[e], len(FACS_PROTOTYPES[e])))
+    if matches[emotion] <= 0:
+        return None
+    units = [a for a in FACS_PROTOTYPES[emotion] if aus.get(a, 0.0) >= ACTIVE]
+    return emotion, matches[emotion], sorted(units, key=lambda a: -aus[a])
+
+
+def facs_distribution(track: FaceTrack, labels: Sequence[str]) -> dict[str, float] | None:
+    """A label distribution from the AU pattern alone (no FER model): per frame showing the main face,
+    ``softmax(4 * match)`` over the six prototypes and neutral (whose match is 1 minus the best prototype's),
+    averaged over frames. Unfitted: there is no labelled video here to fit it on. None unless ``labels`` is
+    MELD's set."""
+    if set(labels) != set(FER_TO_MELD.values()):
+        return None
+    rows = []
+    for f in track.frames:
+        if not f.aus:
+            continue
+        m = facs_matches(f.aus)
+        m["neutral"] = 1.0 - max(m.values())
+        z = np.array([m[lab] for lab in labels]) * FACS_SHARPNESS
+        e = np.exp(z - z.max())
+        rows.append(e / e.sum())
+    if not rows:
+        return None
+    mean = np.mean(rows, axis=0)
+    return {lab: float(v) for lab, v in zip(labels, mean / mean.sum())}
+
+
+def plain_face(aus: dict[str, float]) -> str | None:
+    """The face's strongest action in plain words with its AU ids, and the prototype it makes, e.g.
+    "the cheeks rise and the lip corners pull up (AU6, AU12): a smile"; None without an active AU."""
+    reading = facs_reading(aus)
+    if reading is not None and reading[1] >= 0.5:
+        emotion, _, units = reading
+        units = units[:3]
+        return f"{_join([AU_PLAIN[a] for a in units])} ({', '.join(units)}): {PROTOTYPE_WORDS[emotion]}"
+    active = sorted(((v, a) for a, v in aus.items() if v >= ACTIVE and a in AU_PLAIN), reverse=True)[:2]
+    if not active:
+        return None
+    units = [a for _, a in active]
+    return f"{_join([AU_PLAIN[a] for a in units])} ({', '.join(units)})"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -66,6 +66,13 @@ def tables(m: dict[str, Any]) -> list[Table]:
                                          "supported claim sentences", "label–explanation consistency"],
                     [[str(f.get("n", "")), _pct(f.get("cites_share")), _pct(f.get("cited_ids_exist")),
                       _pct(f.get("sentence_support")), _pct(lc.get("consistency"))]]))  # fmt: skip
+        if f.get("misquote") is not None:
+            out.append(("Explanation truth checks (% of explanations)",
+                        ["misquote", "non-word", "flat for a non-neutral label", "speech where there is none",
+                         "a conversation not given", "names another feeling", "strongest cue of each modality cited"],
+                        [[_pct(f.get("misquote")), _pct(f.get("non_word")), _pct(f.get("flat")),
+                          _pct(f.get("invented_speech")), _pct(f.get("invented_conversation")),
+                          _pct(f.get("other_feeling")), _pct(f.get("strongest_cited"))]]))  # fmt: skip
     t = (m.get("timings") or {}).get("stages")
     if t:
         out.append(("Seconds per stage", ["stage", "items", "mean when run", "per item (amortised)"],

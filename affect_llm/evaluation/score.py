@@ -90,7 +90,8 @@ def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None,
         from ..metrics.faithfulness import faithfulness_scores
         from ..metrics.openset import label_explanation_consistency
 
-        f = faithfulness_scores([p.explanation for p in grounded], [p.cues for p in grounded], embed=embed)
+        f = faithfulness_scores([p.explanation for p in grounded], [p.cues for p in grounded], embed=embed,
+                                decided=[p.label for p in grounded])  # fmt: skip
         f.pop("per_sample", None)
         f["label_consistency"] = label_explanation_consistency([p.label for p in grounded],
                                                                [p.explanation for p in grounded], wheels,

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,6 +85,16 @@ class ExplainJob:
     label: str
     evidence_text: str | None = None
     soft: object = None
+    distributions: dict[str, dict[str, float]] | None = None  # per modality: whether the kinds agree
+
+
+class Explained(NamedTuple):
+    """An explanation, the ids it cites that exist and those that do not, and what the check changed."""
+
+    text: str
+    cited: list[str]
+    unknown: list[str]
+    notes: list[str] = []
 
 
 CONTENT_FREE = "Evidence:\n[T1] (text): N/A"
@@ -111,7 +122,8 @@ class Reasoner:
         elif self.opts.backend == "vllm":
             from . import vllm
 
-            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype, self.opts.vllm_lora)
+            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype, self.opts.vllm_lora,
+                                self.opts.vllm_deterministic)
         else:
             self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path, self.opts.device)
         self.projector = None
@@ -220,52 +232,66 @@ class Reasoner:
         return {lab: float(v) for lab, v in zip(self.opts.labels, p)}
 
     # -- explanation ------------------------------------------------------------------------------------
-    def explain(
-        self, evidence: Evidence, label: str, evidence_text: str | None = None, soft=None
-    ) -> tuple[str, list[str], list[str]]:
-        """Return (explanation, cited ids that exist, ids mentioned that do not exist)."""
-        return self.explain_many([ExplainJob(evidence, label, evidence_text, soft)])[0]
+    def explain(self, evidence: Evidence, label: str, evidence_text: str | None = None, soft=None,
+                distributions: dict[str, dict[str, float]] | None = None) -> Explained:  # fmt: skip
+        """The explanation of ``label`` from ``evidence`` (checked, see :meth:`explain_many`)."""
+        return self.explain_many([ExplainJob(evidence, label, evidence_text, soft, distributions)])[0]
 
-    def explain_many(self, jobs: list[ExplainJob]) -> list[tuple[str, list[str], list[str]]]:
-        """:meth:`explain` for many analyses in one batched generation (the backend's ``generate_many``)."""
-        requests = []
+    def explain_many(self, jobs: list[ExplainJob]) -> list[Explained]:
+        """:meth:`explain` for many analyses in one batched generation (the backend's ``generate_many``). With
+        ``opts.check_explanations`` (the default) every sentence is checked against the evidence and one that
+        fails is dropped; a modality whose strongest cue the LLM left out gets a sentence from that cue
+        (:func:`affect_llm.explanation.repair`; ``notes`` say what changed)."""
+        from ..explanation import repair
+
+        requests, openings = [], []
         for job in jobs:
             messages, prefix = self.explain_messages(job.evidence, job.label, job.evidence_text, job.soft is not None)
             requests.append(GenerationRequest(messages, prefix, job.soft))
+            openings.append(prompting.render("explain_prefix.j2", label=job.label, first_id="").strip())
         texts = self.lm.generate_many(requests, self.opts.max_new_tokens, self.opts.temperature, self.opts.seed)
         out = []
-        for job, text in zip(jobs, texts):
-            text = _trim(text)
+        for job, text, opening in zip(jobs, texts, openings):
+            text, notes = _trim(text), []
+            if self.opts.check_explanations and job.evidence.cues:
+                fixed = repair(text, job.evidence, job.label, self.opts.labels, opening, job.distributions)
+                text, notes = fixed.text, fixed.notes()
             ids = cited_ids(text)
             known = set(job.evidence.ids)
-            out.append((text, [i for i in ids if i in known], [i for i in ids if i not in known]))
+            out.append(Explained(text, [i for i in ids if i in known], [i for i in ids if i not in known], notes))
         return out
 
     # -- chat -------------------------------------------------------------------------------------------
-    def chat(
-        self,
-        evidence_text: str,
-        label: str,
-        probability: float,
-        explanation: str,
-        history: list[tuple[str, str]],
-        question: str,
-    ) -> str:
-        """Answer ``question`` about the clip; ``history`` holds the earlier (question, answer) turns."""
+    def chat_lm(self) -> LLMBackend:
+        """The model that answers follow-up questions: the base instruct LLM, without the label-tuned adapter
+        (which answers every question with a label word). In process for both backends: a started vLLM
+        server serves the adapted model only."""
+        if self.adapter is None and self.opts.backend != "vllm":
+            return self.lm
+        o = self.opts
+        return load(o.model, o.threads, o.dtype, None, o.device)
+
+    def chat(self, analysis, history: list[tuple[str, str]], question: str) -> str:
+        """Answer ``question`` about ``analysis`` (an :class:`~affect_llm.types.Analysis`); ``history`` holds the
+        earlier (question, answer) turns. The instruct model answers with the evidence, the decision and the
+        explanation in context; its answer is checked against the cues (:func:`affect_llm.answer.answer`)."""
+        from ..answer import answer
+
         turns = history + [(question, "")]
         first = prompting.render(
-            "chat.j2", evidence_text=evidence_text, label=label, probability=probability,
-            explanation=explanation, question=turns[0][0],
+            "chat.j2", evidence_text=analysis.evidence, label=analysis.label,
+            probability=analysis.probabilities.get(analysis.label, 0.0), decision=analysis.decision,
+            explanation=analysis.explanation, question=turns[0][0],
         )  # fmt: skip
-        messages: list[Message] = [{"role": "system", "content": self._system}, {"role": "user", "content": first}]
+        messages: list[Message] = [{"role": "system", "content": prompting.text("chat_system.txt")},
+                                   {"role": "user", "content": first}]  # fmt: skip
         for i, (q, a) in enumerate(turns):
             if i:
                 messages.append({"role": "user", "content": q})
             if a:
                 messages.append({"role": "assistant", "content": a})
-        return _trim(
-            self.lm.generate(messages, self.opts.max_new_tokens * 2, self.opts.temperature, self.opts.seed)
-        )
+        raw = _trim(self.chat_lm().generate(messages, self.opts.max_new_tokens, self.opts.temperature, self.opts.seed))
+        return answer(raw, analysis, question)
 
 
 def _adapter_digest(adapter: str | None) -> str:

@@ -92,18 +92,76 @@ def _words_sentence(cue: Cue, label: str, said: str) -> str:
 
 def _context_sentence(cue: Cue, label: str) -> str:
     dist = cue.value if isinstance(cue.value, dict) else {}
+    # D1 reads the earlier utterances, or only the analysed one when no dialogue was given
+    what = "The context model, reading the utterance alone," if "no dialogue given" in cue.text else "The conversation so far"
     if not dist:
-        return f"[{cue.id}] The conversation so far is taken into account."
+        return f"[{cue.id}] {what} is taken into account."
     top = max(dist, key=dist.__getitem__)
     if top == label:
-        return f"[{cue.id}] The conversation so far points the same way ({label} {dist[top]:.2f})."
-    return (f"[{cue.id}] The conversation so far leans to {top} ({dist[top]:.2f}), "
-            f"but the words themselves weigh more here.")  # fmt: skip
+        return f"[{cue.id}] {what} points the same way ({label} {dist[top]:.2f})."
+    return (f"[{cue.id}] {what} leans to {top} ({dist[top]:.2f}), "
+            f"but the other evidence weighs more here.")  # fmt: skip
+
+
+def _face_sentence(cue: Cue) -> str:
+    """The face cue in plain words: its strongest action and the prototype it makes, and the expression model's
+    reading, e.g. 'In [F1] the cheeks rise and the lip corners pull up (AU6, AU12): a smile; the expression
+    model reads happy 0.58.'"""
+    from ..cues.face import AU_NAMES, EXPRESSIONS, plain_face
+
+    value = cue.value if isinstance(cue.value, dict) else {}
+    aus = {a: float(value[a]) for a in AU_NAMES if a in value}
+    if not aus:
+        return _other_sentence(cue)
+    text = plain_face(aus) or "no clear facial action"
+    expr = {k: float(value[k]) for k in EXPRESSIONS if k in value}
+    if expr:
+        top = max(expr, key=expr.__getitem__)
+        text += f"; the expression model reads {top} {expr[top]:.2f}"
+    return f"In [{cue.id}] {text}."
 
 
 def _other_sentence(cue: Cue) -> str:
     name = {"prosody": "the voice", "face": "the face", "scene": "the scene"}.get(cue.modality.value, "it")
     return f"In [{cue.id}] {name}: {cue.text.rstrip('.')}."
+
+
+def cue_sentence(cue: Cue, label: str) -> str:
+    """One sentence that says what ``cue`` shows, citing it (the building block of silver explanations and of
+    :func:`affect_llm.explanation.repair`)."""
+    if cue.modality in (Modality.text, Modality.speech):
+        return _words_sentence(cue, label, _said(cue))
+    if cue.modality == Modality.face:
+        return _face_sentence(cue)
+    if cue.modality == Modality.context:
+        return _context_sentence(cue, label)
+    return _other_sentence(cue)
+
+
+#: which distributions speak for which kind of evidence, in the agreement sentence
+_KINDS = (("the words", ("llm", "context")), ("the face", ("face", "facs")), ("the scene", ("scene",)))
+
+
+def agreement_sentence(distributions: dict[str, dict[str, float]] | None) -> str | None:
+    """Whether the kinds of evidence that have a distribution (the words, the face, the scene) lean the same way,
+    in words with no claim of their own; None with fewer than two kinds."""
+    if not distributions:
+        return None
+    tops = {}
+    for name, keys in _KINDS:
+        dists = [distributions[k] for k in keys if k in distributions]
+        if dists:
+            pooled: dict[str, float] = {}
+            for d in dists:
+                for k, v in d.items():
+                    pooled[k] = pooled.get(k, 0.0) + v
+            tops[name] = max(pooled, key=pooled.__getitem__)
+    if len(tops) < 2:
+        return None
+    names = list(tops)
+    joined = ", ".join(names[:-1]) + " and " + names[-1]
+    joined = joined[0].upper() + joined[1:]
+    return f"{joined} {'point the same way' if len(set(tops.values())) == 1 else 'do not point the same way'}."
 
 
 def _said(cue: Cue) -> str:
@@ -120,7 +178,7 @@ def silver_explanation(evidence: Evidence, label: str, max_other: int = 2, max_s
     for cue in (with_words or spoken)[:max_spoken]:
         sentences.append(_words_sentence(cue, label, _said(cue)))
     others = [c for c in evidence.cues if c.modality in (Modality.prosody, Modality.face, Modality.scene)]
-    sentences += [_other_sentence(c) for c in others[:max_other]]
+    sentences += [cue_sentence(c, label) for c in others[:max_other]]
     sentences += [_context_sentence(c, label) for c in evidence.cues if c.modality == Modality.context]
     sentences.append(f"Therefore, the speaker's emotional state is {label}.")
     return " ".join(sentences)

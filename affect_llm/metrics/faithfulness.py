@@ -361,6 +361,35 @@ def _share(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
+#: the truth checks' names, as :func:`faithfulness_scores` reports their shares
+TRUTH_CHECKS = ("misquote", "non_word", "flat", "invented_speech", "invented_conversation", "other_feeling",
+                "strongest_cited")  # fmt: skip
+
+
+def truth_checks(explanation: str, cues: Sequence[Cue], label: str | None, labels: Sequence[str]) -> dict:
+    """The checks of :mod:`affect_llm.explanation` on one explanation: whether it misquotes, holds a non-word,
+    calls a non-neutral ``label`` flat, claims speech where there is none, speaks of a conversation that was not
+    given, names another feeling than ``label``, and whether it cites the strongest cue of every present
+    modality. The label-dependent checks are None without a label."""
+    from ..explanation import (
+        CONVERSATION_CLAIM, SPEECH_CLAIM, contradicts, has_dialogue, has_words, is_flat, misquotes, non_words,
+        strongest_cues,
+    )  # fmt: skip
+
+    sentences = split_sentences(explanation)
+    cited = set(cited_ids(explanation))
+    words = has_words(cues)
+    return {
+        "misquote": any(misquotes(x, cues) for x in sentences),
+        "non_word": any(non_words(x, cues, labels) for x in sentences),
+        "flat": None if label is None else label != "neutral" and any(is_flat(x) for x in sentences),
+        "invented_speech": not words and any(SPEECH_CLAIM.search(x) or '"' in x for x in sentences),
+        "invented_conversation": not has_dialogue(cues) and any(CONVERSATION_CLAIM.search(x) for x in sentences),
+        "other_feeling": None if label is None else any(contradicts(x, label, labels) for x in sentences),
+        "strongest_cited": None if label is None else all(c.id in cited for c in strongest_cues(cues, label).values()),
+    }
+
+
 def faithfulness_scores(
     explanations: Sequence[str | None],
     evidence: Sequence[Sequence[Cue] | Evidence | None],
@@ -369,6 +398,7 @@ def faithfulness_scores(
     threshold: float = SIMILARITY_THRESHOLD,
     labels: Iterable[str] = (),
     encoder: Encoder | None = None,
+    decided: Sequence[str | None] | None = None,
 ) -> dict:
     """How well each explanation sticks to the evidence it was given (definitions in the module docstring).
 
@@ -377,6 +407,11 @@ def faithfulness_scores(
     - ``cites_share``: share of explanations that are non-empty and cite at least one existing cue.
     - ``sentence_support``: supported claim sentences / claim sentences, over all samples (micro); None when
       there are no claim sentences. Conclusion sentences are counted apart and not scored.
+
+    - the shares of non-empty explanations that fail a truth check (:func:`truth_checks`): ``misquote``,
+      ``non_word``, ``invented_speech``, ``invented_conversation`` and, given each explanation's ``decided``
+      label, ``flat`` (flat wording for a non-neutral label; over the non-neutral ones), ``other_feeling``, and
+      ``strongest_cited`` (the share that cites the strongest cue of every present modality).
 
     ``embed`` turns on the MiniLM rule (loads the model; ``encoder`` can supply another); ``labels`` adds words
     (e.g. a dataset's labels) to the emotion words that do not count as content. Returns the totals above,
@@ -392,11 +427,20 @@ def faithfulness_scores(
     labels = list(labels)
     sims = similarity_table(_pairs_to_embed(texts, cue_lists), encoder) if embed else None
     per = []
+    decided = list(decided) if decided is not None else [None] * len(texts)
+    if len(decided) != len(texts):
+        raise ValueError(f"{len(texts)} explanations but {len(decided)} decided labels")
+    truth_labels = list(dict.fromkeys([*labels, *(d for d in decided if d)]))
+    truth: dict[str, list[bool]] = {}
     n_cited = n_exist = n_citing = n_claims = n_supported = n_conclusions = n_empty = 0
     support_by = {"quote": 0, "overlap": 0, "embedding": 0}
-    for text, cues in zip(texts, cue_lists):
+    for text, cues, label in zip(texts, cue_lists, decided):
         ids = {c.id for c in cues}
         empty = not text.strip()
+        checks_t = truth_checks(text, cues, label, truth_labels) if not empty else {}
+        for k, v in checks_t.items():
+            if v is not None and not (k == "flat" and label == "neutral"):
+                truth.setdefault(k, []).append(bool(v))
         n_empty += empty
         cited = cited_ids(text)
         existing = [i for i in cited if i in ids]
@@ -422,6 +466,7 @@ def faithfulness_scores(
                 "claim_sentences": len(claims),
                 "supported_sentences": len(supported),
                 "sentences": [asdict(c) for c in checks],
+                "truth": checks_t,
             }
         )
     n = len(texts)
@@ -437,6 +482,7 @@ def faithfulness_scores(
         "supported_sentences": n_supported,
         "conclusion_sentences": n_conclusions,
         "support_by": support_by,
+        **{k: _share(sum(truth.get(k, [])), len(truth.get(k, []))) for k in TRUTH_CHECKS},
         "embed": embed,
         "threshold": threshold if embed else None,
         "per_sample": per,

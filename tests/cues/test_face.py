@@ -365,3 +365,39 @@ def test_label_distribution_maps_fer_onto_meld_labels():
     assert list(d) == MELD_LABELS
     assert d["joy"] == pytest.approx(0.6) and d["sadness"] == pytest.approx(0.3) and d["neutral"] == pytest.approx(0.1)
     assert label_distribution(track, ["positive", "negative", "neutral"]) is None
+
+
+# --- FACS reading (pure) ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emotion", sorted(face.FACS_PROTOTYPES))
+def test_each_emfacs_prototype_reads_as_its_emotion(emotion):
+    units = face.FACS_PROTOTYPES[emotion]
+    aus = {a: 3.5 for a in units}
+    if emotion == "disgust":
+        aus = {"AU9": 3.5, "AU15": 3.5}
+    got, match, shown = face.facs_reading(aus)
+    assert got == emotion and match == 1.0 and set(shown) <= set(units)
+
+
+def test_facs_intensities_and_neutral():
+    weak = face.facs_matches({"AU6": 1.5, "AU12": 1.5})
+    strong = face.facs_matches({"AU6": 4.0, "AU12": 4.0})
+    assert 0 < weak["joy"] < strong["joy"] == 1.0
+    assert face.facs_matches({"AU6": 0.9, "AU12": 0.5})["joy"] == 0.0  # below ACTIVE: absent
+    assert face.facs_reading({"AU25": 0.5}) is None
+    frames = [face.FaceFrame(t=i / 5, n_faces=1, aus={"AU6": 4.0, "AU12": 3.8}) for i in range(5)]
+    frames.append(face.FaceFrame(t=1.0, n_faces=0))  # not visible: not counted
+    track = face.FaceTrack(frames=frames, fps=5, n_tracks=1, main_track=0)
+    dist = face.facs_distribution(track, list(face.FER_TO_MELD.values()))
+    assert max(dist, key=dist.get) == "joy" and sum(dist.values()) == pytest.approx(1.0)
+    blank = face.FaceTrack(frames=[face.FaceFrame(t=0, n_faces=1, aus={"AU6": 0.0})], fps=5, main_track=0)
+    d0 = face.facs_distribution(blank, list(face.FER_TO_MELD.values()))
+    assert max(d0, key=d0.get) == "neutral"
+    assert face.facs_distribution(track, ["a", "b"]) is None
+
+
+def test_plain_words_for_the_face():
+    assert face.plain_face({"AU6": 4.0, "AU12": 3.6}) == "the cheeks rise and the lip corners pull up (AU6, AU12): a smile"
+    assert face.plain_face({"AU25": 2.0}) == "the lips part (AU25)"
+    assert face.plain_face({"AU25": 0.2}) is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from affect_llm.config import ReasonerOptions
-from affect_llm.evidence import Evidence
+from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.llm.hf import TransformersLM, load
 from affect_llm.llm.reasoner import Reasoner
 from affect_llm.llm.soft_prompt import Prompt
@@ -126,7 +126,7 @@ def test_explanation_cites_only_checked_ids(dtype, lm32, lm16):
     lm = lm32 if dtype == "float32" else lm16
     r = Reasoner(ReasonerOptions(max_new_tokens=40), lm=lm)
     ev = _evidence()
-    text, cited, unknown = r.explain(ev, "anger")
+    text, cited, unknown, _ = r.explain(ev, "anger")
     assert text.startswith("The speaker feels anger.")
     assert cited and set(cited) <= set(ev.ids)
     assert not set(unknown) & set(ev.ids)
@@ -137,12 +137,19 @@ def test_explanation_cites_only_checked_ids(dtype, lm32, lm16):
 
 
 def test_chat_answers_with_history(lm):
+    """Follow-ups with history: answers in sentences that cite the evidence, through the base model (the
+    adapter would answer with a label word), whichever turn it is."""
+    from affect_llm.types import Analysis
+
     r = Reasoner(ReasonerOptions(max_new_tokens=24), lm=lm)
     ev = _evidence()
-    a1 = r.chat(ev.render(), "anger", 0.6, "The speaker feels anger. In [S1], they shout.", [], "Why?")
-    assert isinstance(a1, str) and a1.strip()
-    a2 = r.chat(ev.render(), "anger", 0.6, "The speaker feels anger.", [("Why?", a1)], "Is the voice loud?")
-    assert a2.strip()
+    a = Analysis(source="t", label="anger", probabilities={"anger": 0.6, "neutral": 0.4}, cues=ev.cues,
+                 evidence=ev.render(), explanation="The speaker feels anger. In [S1] they shout.", cited_cues=["S1"])  # fmt: skip
+    a1 = r.chat(a, [], "Why?")
+    assert len(a1.split()) >= 8 and cited_ids(a1)
+    a2 = r.chat(a, [("Why?", a1)], "Is the voice loud?")
+    assert "P1" in cited_ids(a2), a2
+    assert r.chat_lm() is r.lm  # no adapter here: the same model
 
 
 def test_label_prior_is_keyed_by_the_adapter_weights(tmp_path):

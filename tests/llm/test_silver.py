@@ -6,7 +6,7 @@ import pytest
 
 from affect_llm.config import MELD_LABELS
 from affect_llm.evidence import Evidence, cited_ids
-from affect_llm.llm.silver import emotion_words, silver_explanation
+from affect_llm.llm.silver import agreement_sentence, cue_sentence, emotion_words, silver_explanation
 from affect_llm.types import Cue, Modality
 
 
@@ -38,7 +38,7 @@ def test_media_evidence_and_the_dialogue_disagreeing():
     text = silver_explanation(ev, "anger")
     assert cited_ids(text) == ["S1", "P1", "F1", "D1"]
     assert '"get out" sounds irritated' in text and "the voice: loud" in text and "AU4" in text
-    assert "leans to neutral (0.70), but the words themselves weigh more" in text
+    assert "leans to neutral (0.70), but the other evidence weighs more" in text
     assert 'the speaker says "Get out of my house!", an exclamation' in text  # speech: the words, no confidence
 
 
@@ -68,3 +68,19 @@ def test_spoken_cues_with_emotion_words_are_cited_first():
     ])  # fmt: skip
     assert cited_ids(silver_explanation(ev, "anger")) == ["S2"]
     assert cited_ids(silver_explanation(ev, "neutral")) == ["S1", "S2"]  # no words for it: the first two
+
+
+def test_face_cue_in_plain_words_and_the_context_model_without_a_dialogue():
+    face = Cue(id="F1", modality=Modality.face, start=0.0, end=3.0, text="strong AU6 cheek raiser (4.0/5) ...",
+               value={"AU6": 4.0, "AU12": 3.6, "AU25": 2.0, "happy": 0.58, "neutral": 0.3, "visible": 1.0})  # fmt: skip
+    assert cue_sentence(face, "joy") == ("In [F1] the cheeks rise and the lip corners pull up (AU6, AU12): a smile; "
+                                         "the expression model reads happy 0.58.")  # fmt: skip
+    alone = Cue(id="D1", modality=Modality.context, value={"joy": 0.6, "neutral": 0.4},
+                text="context model on the utterance alone (no dialogue given): joy 0.60, neutral 0.40")  # fmt: skip
+    s = cue_sentence(alone, "joy")
+    assert "conversation" not in s and s.startswith("[D1] The context model, reading the utterance alone,")
+    assert agreement_sentence({"llm": {"joy": 0.7, "sadness": 0.3}, "face": {"joy": 0.5, "sadness": 0.5}}) == \
+        "The words and the face point the same way."  # fmt: skip
+    assert agreement_sentence({"face": {"joy": 0.2, "sadness": 0.8}, "llm": {"joy": 0.7, "sadness": 0.3}}) == \
+        "The words and the face do not point the same way."  # fmt: skip
+    assert agreement_sentence({"face": {"joy": 1.0}}) is None

@@ -1,0 +1,246 @@
+"""Explanations that are true by construction: every sentence the LLM wrote is checked against the evidence, a
+sentence that fails is dropped, and a present modality whose strongest cue no kept sentence cites gets a
+sentence written from that cue.
+
+A sentence **fails** when it
+
+* **misquotes**: a double-quoted span is not, word for word, in the text of a cue it cites (or of any cue, when
+  it cites none);
+* **invents speech**: it says someone says, said or mentions something while the evidence has no words (no S-
+  or T-cue);
+* holds a **non-word**: an alphabetic token that is in neither the English word list (Debian's ``wamerican``,
+  ``/usr/share/dict/american-english``), the evidence, the labels, nor :data:`DOMAIN_WORDS`;
+* is **flat for a non-neutral label**: "no strong feeling", "matter-of-fact", "neutral tone", "does not indicate
+  a particular feeling", … (:data:`FLAT`) while the decided label is not neutral;
+* **speaks of a conversation** ("the conversation so far", "earlier") when no dialogue was given;
+* **contradicts the label**: "the speaker feels X" (or "X is the emotion") for another label X;
+* cites an id the evidence does not have, or makes a claim none of its cited cues supports
+  (:func:`affect_llm.metrics.faithfulness.check_sentences`, the rule the eval's "supported claim sentences"
+  figure uses).
+
+The **strongest cue** of a modality (:func:`strongest_cues`): the face cue whose AU pattern matches an EMFACS
+prototype best (else the one with the strongest AU), the speech/text cue with the most emotion words for the
+label (else the first), the voice cue that departs most from the speaker's usual (most graded words), the
+first context and scene cues. :mod:`affect_llm.metrics.faithfulness` measures all of this on any explanation;
+:func:`repair` is what the pipeline applies to the LLM's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .evidence import Evidence, cited_ids
+from .textnorm import normalize
+from .types import Cue, Modality
+
+#: where the English word list is looked for (Debian/Ubuntu ``wamerican``; ``words`` is its alternatives link)
+WORD_LISTS = ("/usr/share/dict/american-english", "/usr/share/dict/words")
+#: words an explanation may use that a general word list lacks
+DOMAIN_WORDS = frozenset("""
+au aus facs emfacs fer clip meld emorynlp prosody prosodic semitone semitones db hz wps asr whisper llm lora
+mediapipe blendshape blendshapes dimpler puller lowerer raiser tightener wrinkler depressor stretcher ok okay
+""".split())
+#: wording that calls an utterance emotionally flat (a failure for any label but neutral)
+FLAT = re.compile(
+    r"matter[- ]of[- ]fact|no (?:strong |particular |clear |real |obvious )?(?:feeling|emotion|emotional tone|sentiment)"
+    r"|neutral (?:tone|remark|statement|wording)|(?:do|does|did) not (?:indicate|show|express|convey|carry)"
+    r" (?:a |any )?(?:particular |strong |clear )?(?:feeling|emotion)|\bflat\b|\bemotionless\b|\bunemotional\b",
+    re.I,
+)
+#: a claim about a conversation (wrong when the context model read the utterance alone)
+CONVERSATION_CLAIM = re.compile(r"\b(?:conversation|dialogue|earlier|so far|before this|previous(?:ly)?)\b", re.I)
+#: "says / said / mentions …": a claim that words were spoken
+SPEECH_CLAIM = re.compile(r"\b(?:says?|said|saying|mentions?|mentioned|tells?|told|asks?|asked|exclaims?|replies)\b", re.I)
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_QUOTE = re.compile(r'"([^"]+)"')
+_FEELS = re.compile(r"\b(?:feels?|felt|feeling|emotion(?:al state)? is|emotion was)\s+(?:a |an |some )?([a-z]+)", re.I)
+
+
+@lru_cache(maxsize=1)
+def word_list() -> frozenset[str] | None:
+    """The lowercased English word list, or None when no list is installed (then no word is called a non-word;
+    ``scripts/install.sh`` installs ``wamerican``)."""
+    for p in WORD_LISTS:
+        path = Path(p)
+        if path.is_file():
+            return frozenset(w.strip().lower() for w in path.read_text(errors="ignore").split())
+    return None
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", normalize(text).lower()))
+
+
+def misquotes(sentence: str, cues: Sequence[Cue]) -> list[str]:
+    """The double-quoted spans of ``sentence`` that are not word for word in a cited cue's text (any cue's when
+    the sentence cites none). A trailing "..." of a shortened quote is ignored."""
+    by_id = {c.id: c for c in cues}
+    cited = [by_id[i] for i in cited_ids(sentence) if i in by_id] or list(cues)
+    texts = [f" {_plain(c.text)} " for c in cited]
+    bad = []
+    for q in _QUOTE.findall(normalize(sentence)):
+        p = _plain(q.replace("...", " ").replace("…", " "))
+        if p and not any(f" {p} " in t for t in texts):
+            bad.append(q)
+    return bad
+
+
+def non_words(sentence: str, cues: Sequence[Cue], labels: Iterable[str] = ()) -> list[str]:
+    """Alphabetic tokens of ``sentence`` that no word list, cue, label or domain term holds."""
+    words = word_list()
+    if words is None:
+        return []
+    allowed = set(DOMAIN_WORDS) | {lab.lower() for lab in labels}
+    for c in cues:
+        allowed.update(w.lower() for w in _WORD.findall(c.text))
+    out = []
+    for tok in _WORD.findall(re.sub(r"\[[A-Z]+\d+\]", " ", sentence)):
+        low = tok.lower()
+        base = low[:-2] if low.endswith("'s") else low
+        if base in allowed or low in allowed or base in words or low in words:
+            continue
+        if len(base) <= 2 or tok.isupper():  # initials and acronyms (AU, FER) are not judged
+            continue
+        out.append(tok)
+    return out
+
+
+def is_flat(sentence: str) -> bool:
+    return bool(FLAT.search(sentence))
+
+
+def contradicts(sentence: str, label: str, labels: Iterable[str]) -> bool:
+    """Whether the sentence says the feeling is another of ``labels`` than ``label``."""
+    others = {lab.lower() for lab in labels} - {label.lower()}
+    return any(m.group(1).lower() in others for m in _FEELS.finditer(sentence))
+
+
+def has_words(cues: Sequence[Cue]) -> bool:
+    return any(c.modality in (Modality.speech, Modality.text) for c in cues)
+
+
+def has_dialogue(cues: Sequence[Cue]) -> bool:
+    """Whether the context model read earlier utterances (its D-cue says "no dialogue given" when it did not)."""
+    return any(c.modality == Modality.context and "no dialogue given" not in c.text for c in cues)
+
+
+def sentence_problems(sentence: str, cues: Sequence[Cue], label: str, labels: Sequence[str]) -> list[str]:
+    """Why a sentence of an explanation of ``label`` fails (empty: it passes), checks in the module docstring
+    except support, which needs :func:`~affect_llm.metrics.faithfulness.check_sentences`."""
+    problems = []
+    ids = {c.id for c in cues}
+    if any(i not in ids for i in cited_ids(sentence)):
+        problems.append("cites an id not in the evidence")
+    if bad := misquotes(sentence, cues):
+        problems.append("misquote: " + ", ".join(f'"{q}"' for q in bad))
+    if not has_words(cues) and (SPEECH_CLAIM.search(sentence) or _QUOTE.search(sentence)):
+        problems.append("speech claimed, but there are no words")
+    if CONVERSATION_CLAIM.search(sentence) and not has_dialogue(cues):
+        problems.append("speaks of a conversation, but no dialogue was given")
+    if bad := non_words(sentence, cues, labels):
+        problems.append("non-word: " + ", ".join(bad))
+    if label != "neutral" and is_flat(sentence):
+        problems.append(f"flat wording for {label}")
+    if contradicts(sentence, label, labels):
+        problems.append(f"names another feeling than {label}")
+    return problems
+
+
+# --- strongest cues -------------------------------------------------------------------------------------
+
+
+def _face_strength(cue: Cue) -> float:
+    from .cues.face import AU_NAMES, facs_matches
+
+    value = cue.value if isinstance(cue.value, dict) else {}
+    aus = {a: float(value[a]) for a in AU_NAMES if a in value}
+    if not aus:
+        return -1.0
+    return max(facs_matches(aus).values()) * 5 + max(aus.values()) / 5
+
+
+def _voice_strength(cue: Cue) -> float:
+    t = cue.text.lower()
+    return 2 * t.count("much ") + 2 * t.count("sharply") + t.count("slightly") * 0.5 + len(re.findall(r"higher|lower|louder|softer|faster|slower|rises|falls|wide|narrow", t))
+
+
+def strongest_cues(cues: Sequence[Cue], label: str) -> dict[Modality, Cue]:
+    """Per present modality, the cue an explanation of ``label`` must mention (see the module docstring). Cues
+    that say a face was not visible do not count as a present face."""
+    from .llm.silver import _said, emotion_words
+
+    out: dict[Modality, Cue] = {}
+    groups: dict[Modality, list[Cue]] = {}
+    for c in cues:
+        groups.setdefault(c.modality, []).append(c)
+    for m, group in groups.items():
+        if m == Modality.face:
+            seen = [c for c in group if _face_strength(c) >= 0]
+            if seen:
+                out[m] = max(seen, key=_face_strength)
+        elif m in (Modality.speech, Modality.text):
+            spoken = [c for c in group if _said(c)]
+            if spoken:
+                out[m] = max(spoken, key=lambda c: len(emotion_words(_said(c), label)))
+        elif m == Modality.prosody:
+            out[m] = max(group, key=_voice_strength)
+        else:
+            out[m] = group[0]
+    return out
+
+
+# --- repair ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Repaired:
+    """An explanation after :func:`repair`, and what was changed: each dropped sentence with its problems, and
+    the cue id of each sentence added for a modality the LLM left out."""
+
+    text: str
+    dropped: list[tuple[str, list[str]]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        out = [f'dropped from the explanation: "{s}" ({"; ".join(p)})' for s, p in self.dropped]
+        if self.added:
+            out.append("added to the explanation: a sentence for " + ", ".join(self.added) + " (the LLM left it out)")
+        return out
+
+
+def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], opening: str,
+           distributions: dict[str, dict[str, float]] | None = None) -> Repaired:  # fmt: skip
+    """Keep the sentences of ``text`` that pass every check (and the support rule), then add a sentence from
+    each present modality's strongest cue that no kept sentence cites. ``opening`` ("The speaker feels joy.")
+    is kept as the first sentence; ``distributions`` (per modality) say whether the kinds of evidence agree."""
+    from .llm.silver import cue_sentence, agreement_sentence
+    from .metrics.faithfulness import check_sentences
+
+    cues = list(evidence.cues)
+    body = text.strip()
+    if body.startswith(opening):
+        body = body[len(opening):].strip()
+    kept, dropped = [], []
+    for check in check_sentences(body, cues, labels=labels):
+        problems = sentence_problems(check.text, cues, label, labels)
+        if check.kind == "claim" and not check.supported and not problems:
+            problems.append("no cited cue supports it")
+        if problems:
+            dropped.append((check.text, problems))
+        elif check.kind == "claim":  # conclusions ("Therefore ... is joy.") are written below, once
+            kept.append(check.text)
+    mentioned = {i for s in kept for i in cited_ids(s)}
+    added = []
+    for modality, cue in strongest_cues(cues, label).items():
+        if cue.id not in mentioned:
+            kept.append(cue_sentence(cue, label))
+            added.append(cue.id)
+            mentioned.add(cue.id)
+    agree = agreement_sentence(distributions)
+    if agree:
+        kept.append(agree)
+    return Repaired(" ".join([opening, *kept]).strip(), dropped, added)
