@@ -35,9 +35,9 @@ ASKED = {
 }
 NAMES = {Modality.face: "face", Modality.prosody: "voice", Modality.speech: "words", Modality.text: "words",
          Modality.context: "dialogue context", Modality.scene: "scene"}  # fmt: skip
-_WHY = re.compile(r"\bwhy\b|how do you know|what makes|what shows|evidence|reason", re.I)
+_WHY = re.compile(r"\bwhy\b|how do you know|what makes|what shows|evidence|reason", re.IGNORECASE)
 _DOUBT = re.compile(r"change your mind|what would|what could|could it be|are you sure|sure\?|confident|instead|"
-                    r"otherwise|alternative|else|wrong", re.I)  # fmt: skip
+                    r"otherwise|alternative|else|wrong", re.IGNORECASE)  # fmt: skip
 
 
 def _asked(question: str) -> list[Modality]:

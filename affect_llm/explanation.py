@@ -40,24 +40,21 @@ from .types import Cue, Modality
 #: where the English word list is looked for (Debian/Ubuntu ``wamerican``; ``words`` is its alternatives link)
 WORD_LISTS = ("/usr/share/dict/american-english", "/usr/share/dict/words")
 #: words an explanation may use that a general word list lacks
-DOMAIN_WORDS = frozenset("""
-au aus facs emfacs fer clip meld emorynlp prosody prosodic semitone semitones db hz wps asr whisper llm lora
-mediapipe blendshape blendshapes dimpler puller lowerer raiser tightener wrinkler depressor stretcher ok okay
-""".split())
+DOMAIN_WORDS = frozenset(["au", "aus", "facs", "emfacs", "fer", "clip", "meld", "emorynlp", "prosody", "prosodic", "semitone", "semitones", "db", "hz", "wps", "asr", "whisper", "llm", "lora", "mediapipe", "blendshape", "blendshapes", "dimpler", "puller", "lowerer", "raiser", "tightener", "wrinkler", "depressor", "stretcher", "ok", "okay"])
 #: wording that calls an utterance emotionally flat (a failure for any label but neutral)
 FLAT = re.compile(
     r"matter[- ]of[- ]fact|no (?:strong |particular |clear |real |obvious )?(?:feeling|emotion|emotional tone|sentiment)"
     r"|neutral (?:tone|remark|statement|wording)|(?:do|does|did) not (?:indicate|show|express|convey|carry)"
     r" (?:a |any )?(?:particular |strong |clear )?(?:feeling|emotion)|\bflat\b|\bemotionless\b|\bunemotional\b",
-    re.I,
+    re.IGNORECASE,
 )
 #: a claim about a conversation (wrong when the context model read the utterance alone)
-CONVERSATION_CLAIM = re.compile(r"\b(?:conversation|dialogue|earlier|so far|before this|previous(?:ly)?)\b", re.I)
+CONVERSATION_CLAIM = re.compile(r"\b(?:conversation|dialogue|earlier|so far|before this|previous(?:ly)?)\b", re.IGNORECASE)
 #: "says / said / mentions …": a claim that words were spoken
-SPEECH_CLAIM = re.compile(r"\b(?:says?|said|saying|mentions?|mentioned|tells?|told|asks?|asked|exclaims?|replies)\b", re.I)
+SPEECH_CLAIM = re.compile(r"\b(?:says?|said|saying|mentions?|mentioned|tells?|told|asks?|asked|exclaims?|replies)\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _QUOTE = re.compile(r'"([^"]+)"')
-_FEELS = re.compile(r"\b(?:feels?|felt|feeling|emotion(?:al state)? is|emotion was)\s+(?:a |an |some )?([a-z]+)", re.I)
+_FEELS = re.compile(r"\b(?:feels?|felt|feeling|emotion(?:al state)? is|emotion was)\s+(?:a |an |some )?([a-z]+)", re.IGNORECASE)
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +97,7 @@ def non_words(sentence: str, cues: Sequence[Cue], labels: Iterable[str] = ()) ->
     out = []
     for tok in _WORD.findall(re.sub(r"\[[A-Z]+\d+\]", " ", sentence)):
         low = tok.lower()
-        base = low[:-2] if low.endswith("'s") else low
+        base = low.removesuffix("'s")
         if base in allowed or low in allowed or base in words or low in words:
             continue
         if len(base) <= 2 or tok.isupper():  # initials and acronyms (AU, FER) are not judged
@@ -217,7 +214,7 @@ def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], ope
     """Keep the sentences of ``text`` that pass every check (and the support rule), then add a sentence from
     each present modality's strongest cue that no kept sentence cites. ``opening`` ("The speaker feels joy.")
     is kept as the first sentence; ``distributions`` (per modality) say whether the kinds of evidence agree."""
-    from .llm.silver import cue_sentence, agreement_sentence
+    from .llm.silver import agreement_sentence, cue_sentence
     from .metrics.faithfulness import check_sentences
 
     cues = list(evidence.cues)
@@ -235,7 +232,7 @@ def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], ope
             kept.append(check.text)
     mentioned = {i for s in kept for i in cited_ids(s)}
     added = []
-    for modality, cue in strongest_cues(cues, label).items():
+    for cue in strongest_cues(cues, label).values():
         if cue.id not in mentioned:
             kept.append(cue_sentence(cue, label))
             added.append(cue.id)

@@ -50,3 +50,13 @@ def test_batch_reasons_in_one_call_and_keeps_errors_in_place(analyzer, monkeypat
     assert "ask not" in out[2]["transcript"]["text"] and out[2]["explanation"]
     with pytest.raises(InputError):
         analyzer.batch([{"text": "fine"}, {"text": ""}])
+
+
+def test_a_question_gets_the_checked_answer(analyzer):
+    """A follow-up through LangChain: the same answer path as chat --ask (sentences citing the evidence)."""
+    from affect_llm.evidence import cited_ids
+
+    a = analyzer.invoke({"text": "I can't believe you forgot my birthday again.", "question": "Why do you think so?"})
+    assert len(a["answer"].split()) >= 8 and "T1" in cited_ids(a["answer"])
+    many = analyzer.batch([{"text": "Fine.", "question": "What would change your mind?"}, {"text": "Fine."}])
+    assert cited_ids(many[0]["answer"]) and "answer" not in many[1]

@@ -78,9 +78,10 @@ def test_explanations_quote_only_what_a_cue_holds(pipe):
 
 
 def test_chat_json_ask_adds_the_answer(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", "I can't believe you forgot my "
-                        "birthday again.", "--json", "--ask", "What would change your mind?"],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})  # fmt: skip
+    said = "I can't believe you forgot my birthday again."
+    r = subprocess.run([sys.executable, "-m", "affect_llm.cli", "chat", "--text", said, "--json", "--ask",
+                        "What would change your mind?"], capture_output=True, text=True, timeout=600, check=False,
+                       env={**os.environ, "COLUMNS": "120"})  # fmt: skip
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["label"] in MELD_LABELS and out["decision"]

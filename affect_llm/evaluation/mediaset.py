@@ -137,6 +137,5 @@ def build(out_dir: str | Path, recipes=RECIPES) -> list[MediaItem]:
             path = animate(FACES[face](), out / f"{cid}.mp4", speech_wav=wav)
             items.append(MediaItem(cid, path.name, label, face, speech, note))
     with open(out / "manifest.jsonl", "w") as f:
-        for it in items:
-            f.write(json.dumps(asdict(it)) + "\n")
+        f.writelines(json.dumps(asdict(it)) + "\n" for it in items)
     return items

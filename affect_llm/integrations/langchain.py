@@ -7,7 +7,8 @@
     >>> analyzer.batch(["a.mp4", "b.wav"])
 
 Input: a media path (``str`` / ``Path``), or a dict with ``media`` or ``text`` and optionally ``context``
-(anything :meth:`Pipeline.analyze` takes), ``speaker``, ``explain``. Output: the
+(anything :meth:`Pipeline.analyze` takes), ``speaker``, ``explain``, ``question`` (a follow-up question: the output
+gets its checked ``answer``, as ``affect-llm chat --ask``). Output: the
 :class:`~affect_llm.types.Analysis` as a JSON-ready dict (label, probabilities, distributions, explanation,
 cited_cues, cues, transcript, missing_modalities, notes, timings …).
 
@@ -69,17 +70,28 @@ class AffectAnalyzer(Runnable[Any, dict]):
         input = self._checked(input)
         a = self.pipeline.analyze(input.get("media"), text=input.get("text"), context=input.get("context"),
                                   speaker=input.get("speaker"), explain=input.get("explain"))  # fmt: skip
-        return self._out(a)
+        return self._answered(a, input)
+
+    def _answered(self, a, input: dict) -> dict:
+        """The analysis as a dict, with ``"answer"`` when the input asks a ``"question"`` about it (the same
+        checked answer as ``affect-llm chat --ask``)."""
+        out = self._out(a)
+        if input.get("question"):
+            out["answer"] = self.pipeline.chat(a, [], str(input["question"]))
+        return out
 
     def _analyze_many(self, inputs: list[Any]) -> list[dict | Exception]:
         """:meth:`Pipeline.analyze_many` over the inputs; an input that fails gets its exception in its place."""
         requests: list[dict | Exception] = []
+        checked: list[dict] = []
         for raw in inputs:
             try:
                 x = self._checked(raw)
+                checked.append(x)
                 requests.append({"source": x.get("media"), "text": x.get("text"), "context": x.get("context"),
                                  "speaker": x.get("speaker"), "explain": x.get("explain")})  # fmt: skip
             except InputError as e:
                 requests.append(e)
+                checked.append({})
         results = self.pipeline.analyze_many(requests)
-        return [r if isinstance(r, Exception) else self._out(r) for r in results]
+        return [r if isinstance(r, Exception) else self._answered(r, x) for r, x in zip(results, checked)]
