@@ -322,6 +322,8 @@ def train_reasoner(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="default adapters/reasoner-DATASET"),
     samples: int = typer.Option(2000, "--samples", help="train utterances drawn (seeded) from the train split"),
     explain_share: float = typer.Option(0.35, "--explain-share", help="share that also trains the explanation"),
+    media_examples: int = typer.Option(0, "--media-examples", help="add N media-shaped examples (sampled face and "
+                                       "voice cues, alone and joined with the drawn utterances; llm/synthetic.py)"),
     batch: int = typer.Option(8, "--batch"),
     lr: float = typer.Option(4e-4, "--lr", help="LoRA learning rate (the projector's is --projector-lr)"),
     projector_lr: float = typer.Option(1e-3, "--projector-lr"),
@@ -341,6 +343,7 @@ def train_reasoner(
 
         opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/reasoner-{dataset}"),
                                     context_model=dataset, samples=samples, explain_share=explain_share, batch=batch,
+                                    media_examples=media_examples,
                                     lr=lr, projector_lr=projector_lr, lora_r=lora_r, lora_alpha=2 * lora_r,
                                     soft_tokens=soft_tokens, max_minutes=max_minutes, max_steps=max_steps,
                                     checkpoint_every=checkpoint_every, seed=seed, threads=threads or None,

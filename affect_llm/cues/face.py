@@ -650,13 +650,18 @@ PROTOTYPE_WORDS = {"joy": "a smile", "sadness": "a downcast face", "surprise": "
                    "anger": "a glare", "disgust": "a face of distaste", "fear": "a frightened face"}  # fmt: skip
 #: an AU's contribution to a prototype match saturates at this intensity (FACS level C, "marked")
 FACS_FULL = 3.0
+#: how much a prototype's match drops per unit of activity in prototype AUs it does not hold (see facs_matches)
+FACS_EXTRA = 0.2
+_PROTOTYPE_AUS = frozenset(a for units in FACS_PROTOTYPES.values() for a in units)
 #: sharpness of the FACS distribution: p(e) ∝ exp(FACS_SHARPNESS * match(e)), neutral's match = 1 - the best one
 FACS_SHARPNESS = 4.0
 
 
 def facs_matches(aus: dict[str, float]) -> dict[str, float]:
-    """How fully each prototype is shown (0-1): the mean over its AUs of ``min(intensity / 3, 1)``; an AU
-    below :data:`ACTIVE` counts as absent. For disgust AU9 and AU10 are alternatives (the larger counts)."""
+    """How well each prototype explains a face (0-1): its **coverage**, the mean over its AUs of
+    ``min(intensity / 3, 1)`` (an AU below :data:`ACTIVE` counts as absent; for disgust AU9 and AU10 are
+    alternatives), less :data:`FACS_EXTRA` times the activity of prototype AUs it does not hold, per AU it holds
+    -- so a fear face (AU1+2+4+5+20+26) reads as fear, not as the surprise whose four AUs it also shows."""
     def part(au: str) -> float:
         v = float(aus.get(au, 0.0))
         return min(v / FACS_FULL, 1.0) if v >= ACTIVE else 0.0
@@ -664,9 +669,13 @@ def facs_matches(aus: dict[str, float]) -> dict[str, float]:
     out = {}
     for emotion, units in FACS_PROTOTYPES.items():
         if emotion == "disgust":
-            out[emotion] = (max(part("AU9"), part("AU10")) + part("AU15")) / 2
+            best = max(("AU9", "AU10"), key=part)
+            held, cover = {"AU9", "AU10", "AU15"}, (part(best) + part("AU15")) / 2
+            size = 2
         else:
-            out[emotion] = sum(part(a) for a in units) / len(units)
+            held, cover, size = set(units), sum(part(a) for a in units) / len(units), len(units)
+        extra = sum(part(a) for a in _PROTOTYPE_AUS - held) / size
+        out[emotion] = max(0.0, cover - FACS_EXTRA * extra)
     return out
 
 

@@ -44,6 +44,7 @@ class ReasonerTrainOptions:
     explain_share: float = 0.35  # share of them that also train the explanation
     drop_context: float = 0.15  # share trained without D1 and the soft prompt
     speech_share: float = 0.4  # share whose words come as speech cues (S1, S2 … with times), as from a clip
+    media_examples: int = 0  # media-shaped examples added (llm.synthetic: sampled face and voice cues)
     epochs: int = 1
     batch: int = 8
     lr: float = 4e-4
@@ -124,7 +125,39 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
                 ids += tokenizer(start, add_special_tokens=False)["input_ids"]
             tgt = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
             out.append(Example(ids + tgt, len(ids), emb, task, u.id))
+    if opts.media_examples:
+        out += _media(opts, messages_of, tokenizer, eos, [dialogues[di].utterances[i] for di, i in picked])
     return out
+
+
+def _media(opts: ReasonerTrainOptions, messages_of, tokenizer, eos: int, utterances) -> list[Example]:
+    """The media-shaped examples (:func:`affect_llm.llm.synthetic.media_examples`) joined with the drawn train
+    utterances: a label task where the evidence determines the label, and an explanation task for each, written
+    for the label the evidence shows (no dialogue, no soft prompt: a clip's face and voice alone or with words)."""
+    from .synthetic import media_examples
+
+    out = []
+    pairs = [(u.text, u.label) for u in utterances if u.text.strip()]
+    for k, x in enumerate(media_examples(opts.media_examples, pairs, seed=opts.seed)):
+        ev_text = x.evidence.render()
+        shown = x.label or x.explanation.rsplit(" is ", 1)[1].rstrip(".")
+        tasks = [("label", messages_of.label_messages(ev_text), "", x.label)] if x.label else []
+        msgs, start = messages_of.explain_messages(x.evidence, shown, ev_text)
+        tasks.append(("explain", msgs, start, " " + x.explanation))
+        for task, msgs, start, target in tasks:
+            ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ids = _plain_ids(tokenizer, ids)
+            if start:
+                ids += tokenizer(start, add_special_tokens=False)["input_ids"]
+            tgt = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+            out.append(Example(ids + tgt, len(ids), None, task, f"media-{k}-{x.kind}"))
+    return out
+
+
+def _plain_ids(tokenizer, text: str) -> list[int]:
+    from .soft_prompt import split_slot
+
+    return split_slot(tokenizer, text, None).ids
 
 
 def as_speech(evidence: Evidence, u) -> Evidence:

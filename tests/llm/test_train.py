@@ -110,3 +110,26 @@ def test_kill_resume_equals_uninterrupted_and_the_adapter_loads(tmp_path):
     ev = 'Evidence:\n[T1] (text): "I love you!"'
     with_soft, without = r.label_distribution(ev, soft=soft), r.label_distribution(ev)
     assert sum(with_soft.values()) == pytest.approx(1) and with_soft != without
+
+
+def test_media_examples_join_the_training_set():
+    """--media-examples: face/voice evidence in the pipeline's own prompt shape, label tasks only where the
+    evidence determines the label, every explanation target citing only its own cues."""
+    from affect_llm.evidence import cited_ids
+    from affect_llm.llm.hf import TransformersLM
+    from affect_llm.llm.train import ReasonerTrainOptions, build_examples
+
+    lm = TransformersLM("smollm2-135m", dtype="float32")
+    tok = lm.tokenizer
+    opts = ReasonerTrainOptions(data_dir=str(SHARED), samples=10, explain_share=0.0, media_examples=40)
+    ex = [e for e in build_examples(opts, lm, dataset_labels("meld")) if e.uid.startswith("media-")]
+    explain = [e for e in ex if e.task == "explain"]
+    label = [e for e in ex if e.task == "label"]
+    assert len(explain) == 40 and 0 < len(label) < 40
+    for e in ex:
+        assert e.embedding is None and not any(i < 0 for i in e.ids)
+        prompt, target = tok.decode(e.ids[: e.target_start]), tok.decode(e.ids[e.target_start :])
+        assert "[F1]" in prompt and "[D1]" not in prompt
+        if e.task == "explain":
+            assert set(cited_ids(target)) <= set(cited_ids(prompt.split("Evidence:")[1])) and cited_ids(target)
+    assert not any(e.uid.endswith(("-low", "-blend", "-voice")) for e in label)
