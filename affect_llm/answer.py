@@ -35,9 +35,11 @@ ASKED = {
 }
 NAMES = {Modality.face: "face", Modality.prosody: "voice", Modality.speech: "words", Modality.text: "words",
          Modality.context: "dialogue context", Modality.scene: "scene"}  # fmt: skip
-_WHY = re.compile(r"\bwhy\b|how do you know|what makes|what shows|evidence|reason", re.IGNORECASE)
-_DOUBT = re.compile(r"change your mind|what would|what could|could it be|are you sure|sure\?|confident|instead|"
-                    r"otherwise|alternative|else|wrong", re.IGNORECASE)  # fmt: skip
+_WHY = re.compile(r"\b(?:why|how do you know|what makes|what shows|reasons?)\b", re.IGNORECASE)
+_DOUBT = re.compile(r"\b(?:change your mind|what would|what could|could it be|are you sure|sure|confident|instead|"
+                    r"otherwise|alternatives?|else|wrong)\b", re.IGNORECASE)  # fmt: skip
+#: notes that are about the explanation check, not about the evidence
+_CHECK_NOTES = ("dropped from the explanation", "added to the explanation")
 
 
 def _asked(question: str) -> list[Modality]:
@@ -74,12 +76,13 @@ def grounded(analysis: Analysis, question: str) -> str:
     present = {Modality.speech if m == Modality.text else m: c for m, c in strongest.items()}
     lines: list[str] = []
     asked = _asked(question)
-    if asked and not _WHY.search(question) and not _DOUBT.search(question):
+    if asked and not _DOUBT.search(question):  # a question about one kind of evidence: that kind first
+        notes = [n for n in analysis.notes if not n.startswith(_CHECK_NOTES)]
         for m in asked:
             if m in present:
                 lines += _cue_lines(analysis, [present[m].id])
             else:
-                why = next((n for n in analysis.notes if NAMES[m].split()[0] in n or m.value in n), None)
+                why = next((n for n in notes if NAMES[m].split()[0] in n or m.value in n), None)
                 lines.append(f"This input has no {NAMES[m]} evidence{f' ({why})' if why else ''}, so that cannot be "
                              f"told from it.")  # fmt: skip
         if not any(cited_ids(s) for s in lines) and present:
@@ -87,10 +90,15 @@ def grounded(analysis: Analysis, question: str) -> str:
             lines.append(f"What the evidence does show: {_cue_lines(analysis, [first.id])[0]}")
         return " ".join(lines)
     ranked = sorted(probs, key=lambda k: -probs[k])
+    if not present:  # no cue shows anything (e.g. only "no face was visible")
+        cue = analysis.cues[0]
+        return (f"The label {label} ({probs[label]:.2f}) has no cue behind it: the only evidence, [{cue.id}], says "
+                f"{cue.text.rstrip('.')}.")  # fmt: skip
     if _DOUBT.search(question) and len(ranked) > 1:
-        second = ranked[1]
-        lines.append(f"The reading is {label} ({probs[label]:.2f}); the next most likely is {second} "
-                     f"({probs[second]:.2f}).")  # fmt: skip
+        named = [w for w in re.findall(r"[a-z]+", question.lower()) if w in probs and w != label]
+        second = named[0] if named else ranked[1]
+        lines.append(f"The reading is {label} ({probs[label]:.2f}); " + (f"{second} has {probs[second]:.2f}." if named
+                     else f"the next most likely is {second} ({probs[second]:.2f})."))  # fmt: skip
         lines.append(_would_change(analysis, second, present))
         basis = [c.id for c in present.values()][:2]
         lines.append("What holds it at " + label + " now: " + " ".join(_cue_lines(analysis, basis)))

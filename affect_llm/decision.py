@@ -50,9 +50,12 @@ class Decision:
 
 
 def pool_face(face: dict[str, float] | None, facs: dict[str, float] | None) -> dict[str, float] | None:
-    """The normalised geometric mean of the FER and FACS distributions (either alone when the other is None)."""
+    """The normalised geometric mean of the FER and FACS distributions (either alone when the other is None or
+    on another label set: the FER one, when both are but differ)."""
     if face is None or facs is None:
         return face or facs
+    if set(face) != set(facs):
+        return face
     labels = list(face)
     g = np.sqrt(np.clip([face[k] for k in labels], 1e-6, 1) * np.clip([facs.get(k, 0.0) for k in labels], 1e-6, 1))
     return {k: float(v) for k, v in zip(labels, g / g.sum())}
@@ -73,7 +76,13 @@ def decide(distributions: dict[str, dict[str, float]], labels: list[str], *, has
             left_out[name] = "trained on words, and there are none"
             continue
         inputs[name] = dist
-    face = pool_face(distributions.get("face"), distributions.get("facs"))
+    fer, facs = distributions.get("face"), distributions.get("facs")
+    on_labels = [d for d in (fer, facs) if d is not None and set(d) == set(labels)]
+    if len(on_labels) == 1 and fer is not None and facs is not None:  # one of the two is on another label set
+        left_out["facs" if on_labels[0] is fer else "face"] = "not on the label set"
+        face = on_labels[0]
+    else:
+        face = pool_face(fer, facs)
     if face is not None:
         inputs["face"] = face
     if not inputs:

@@ -6,14 +6,15 @@ A sentence **fails** when it
 
 * **misquotes**: a double-quoted span is not, word for word, in the text of a cue it cites (or of any cue, when
   it cites none);
-* **invents speech**: it says someone says, said or mentions something while the evidence has no words (no S-
-  or T-cue);
+* **invents speech**: it says someone says, said, mentions, shouts … something while the evidence has no words
+  (no S- or T-cue);
 * holds a **non-word**: an alphabetic token that is in neither the English word list (Debian's ``wamerican``,
   ``/usr/share/dict/american-english``), the evidence, the labels, nor :data:`DOMAIN_WORDS`;
 * is **flat for a non-neutral label**: "no strong feeling", "matter-of-fact", "neutral tone", "does not indicate
   a particular feeling", … (:data:`FLAT`) while the decided label is not neutral;
 * **speaks of a conversation** ("the conversation so far", "earlier") when no dialogue was given;
-* **contradicts the label**: "the speaker feels X" (or "X is the emotion") for another label X;
+* **contradicts the label**: "the speaker feels X", "is X" (an adjective: angry, sad, happy …) or "X is the
+  emotion" for another label X, not negated;
 * cites an id the evidence does not have, or makes a claim none of its cited cues supports
   (:func:`affect_llm.metrics.faithfulness.check_sentences`, the rule the eval's "supported claim sentences"
   figure uses).
@@ -44,17 +45,36 @@ DOMAIN_WORDS = frozenset(["au", "aus", "facs", "emfacs", "fer", "clip", "meld", 
 #: wording that calls an utterance emotionally flat (a failure for any label but neutral)
 FLAT = re.compile(
     r"matter[- ]of[- ]fact|no (?:strong |particular |clear |real |obvious )?(?:feeling|emotion|emotional tone|sentiment)"
-    r"|neutral (?:tone|remark|statement|wording)|(?:do|does|did) not (?:indicate|show|express|convey|carry)"
-    r" (?:a |any )?(?:particular |strong |clear )?(?:feeling|emotion)|\bflat\b|\bemotionless\b|\bunemotional\b",
+    r"(?! words?\b)|(?:sounds|is|seems) (?:emotionally )?neutral|neutral (?:tone|remark|statement|wording|expression)"
+    r"|(?:do|does|did)(?: not|n't) (?:indicate|show|express|convey|carry) (?:a |any )?(?:particular |strong |clear )?"
+    r"(?:feeling|emotion)|no sign of (?:any )?(?:feeling|emotion)|emotionally flat|flat (?:tone|remark|statement)"
+    r"|\bemotionless\b|\bunemotional\b",
     re.IGNORECASE,
 )
 #: a claim about a conversation (wrong when the context model read the utterance alone)
-CONVERSATION_CLAIM = re.compile(r"\b(?:conversation|dialogue|earlier|so far|before this|previous(?:ly)?)\b", re.IGNORECASE)
+CONVERSATION_CLAIM = re.compile(
+    r"\b(?:conversation|so far|before this|(?:earlier|previous|prior) (?:lines?|utterances?|turns?|remarks?|exchange))\b",
+    re.IGNORECASE,
+)
 #: "says / said / mentions …": a claim that words were spoken
-SPEECH_CLAIM = re.compile(r"\b(?:says?|said|saying|mentions?|mentioned|tells?|told|asks?|asked|exclaims?|replies)\b", re.IGNORECASE)
+SPEECH_CLAIM = re.compile(
+    r"\b(?:say|says|said|saying|mentions?|mentioned|tells?|told|asks?|asked|exclaim(?:s|ed)?|repl(?:y|ies|ied)"
+    r"|speaks?|spoke|shout(?:s|ed)?|yell(?:s|ed)?|respond(?:s|ed)?|utters?|uttered)\b",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _QUOTE = re.compile(r'"([^"]+)"')
-_FEELS = re.compile(r"\b(?:feels?|felt|feeling|emotion(?:al state)? is|emotion was)\s+(?:a |an |some )?([a-z]+)", re.IGNORECASE)
+_FEELS = re.compile(
+    r"\b(not |n't |never |no longer )?(?:feels?|felt|feeling|is|seems|sounds|looks|emotion(?:al state)? is|emotion was)"
+    r"\s+(?:clearly |really |very |quite |so |a |an |some )*([a-z]+)",
+    re.IGNORECASE,
+)
+_IS_THE_EMOTION = re.compile(r"\b([a-z]+) is the (?:emotion|feeling)", re.IGNORECASE)
+#: adjectives -> the label they name
+ADJECTIVES = {"angry": "anger", "mad": "anger", "furious": "anger", "sad": "sadness", "unhappy": "sadness",
+              "happy": "joy", "joyful": "joy", "glad": "joy", "scared": "fear", "afraid": "fear",
+              "frightened": "fear", "fearful": "fear", "surprised": "surprise", "astonished": "surprise",
+              "disgusted": "disgust", "calm": "neutral"}  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -111,9 +131,12 @@ def is_flat(sentence: str) -> bool:
 
 
 def contradicts(sentence: str, label: str, labels: Iterable[str]) -> bool:
-    """Whether the sentence says the feeling is another of ``labels`` than ``label``."""
+    """Whether the sentence says the feeling is another of ``labels`` than ``label`` ("feels neutral", "is
+    angry", "Anger is the emotion"); a negated one ("does not feel anger") does not count."""
     others = {lab.lower() for lab in labels} - {label.lower()}
-    return any(m.group(1).lower() in others for m in _FEELS.finditer(sentence))
+    named = [m.group(2) for m in _FEELS.finditer(sentence) if not m.group(1)]
+    named += [m.group(1) for m in _IS_THE_EMOTION.finditer(sentence)]
+    return any(ADJECTIVES.get(w.lower(), w.lower()) in others for w in named)
 
 
 def has_words(cues: Sequence[Cue]) -> bool:
@@ -134,7 +157,7 @@ def sentence_problems(sentence: str, cues: Sequence[Cue], label: str, labels: Se
         problems.append("cites an id not in the evidence")
     if bad := misquotes(sentence, cues):
         problems.append("misquote: " + ", ".join(f'"{q}"' for q in bad))
-    if not has_words(cues) and (SPEECH_CLAIM.search(sentence) or _QUOTE.search(sentence)):
+    if not has_words(cues) and SPEECH_CLAIM.search(sentence):  # (a quote not in a cue is a misquote)
         problems.append("speech claimed, but there are no words")
     if CONVERSATION_CLAIM.search(sentence) and not has_dialogue(cues):
         problems.append("speaks of a conversation, but no dialogue was given")
@@ -228,7 +251,7 @@ def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], ope
             problems.append("no cited cue supports it")
         if problems:
             dropped.append((check.text, problems))
-        elif check.kind == "claim":  # conclusions ("Therefore ... is joy.") are written below, once
+        elif check.kind == "claim" and check.text not in kept:  # conclusions only repeat the opening
             kept.append(check.text)
     mentioned = {i for s in kept for i in cited_ids(s)}
     added = []

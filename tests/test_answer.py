@@ -51,3 +51,17 @@ def test_the_models_checked_sentences_are_kept_when_they_answer():
 def test_no_evidence_no_answer_made_up():
     empty = Analysis(source="text", label="neutral", probabilities={"neutral": 0.5, "joy": 0.5})
     assert "no usable evidence" in answer("They are happy.", empty, "Why?")
+
+
+def test_no_cue_behind_the_label_is_said_and_a_named_label_is_weighed():
+    blind = Analysis(source="x", label="neutral", probabilities={"neutral": 1.0, "joy": 0.0},
+                     cues=[Cue(id="F1", modality=Modality.face, text="no face was visible in the video",
+                               value={"visible": 0.0})])  # fmt: skip
+    for q in ("Why?", "Are you sure?"):
+        out = answer("", blind, q)
+        assert len(out.split()) >= MIN_WORDS and cited_ids(out) == ["F1"] and "no cue behind it" in out
+    a = _analysis()
+    out = answer("", a, "Could it be joy?")
+    assert "joy has 0.05" in out and "It would move to joy" in out
+    noted = a.model_copy(update={"notes": ['dropped from the explanation: "[T1] The scene is a sad room" (x)']})
+    assert "sad room" not in answer("", noted, "What about the scene?")

@@ -58,3 +58,10 @@ def test_nothing_to_decide_from_is_an_input_error():
         decide({"llm": _peak("joy")}, L, has_words=False)
     with pytest.raises(InputError):
         decide({"scene": {"a": 0.5, "b": 0.5}}, L, has_words=False)
+
+
+def test_face_readings_on_different_label_sets_are_not_pooled():
+    fer = {"neutral": 0.2, "joy": 0.3, "anger": 0.5}
+    facs = {"neutral": 0.1, "joy": 0.9}
+    d = decide({"face": fer, "facs": facs}, ["neutral", "joy", "anger"], has_words=False)
+    assert d.label == "anger" and d.left_out["facs"] == "not on the label set"

@@ -94,3 +94,23 @@ def test_faithfulness_scores_report_the_truth_check_shares():
     assert f["misquote"] == pytest.approx(1 / 3) and f["flat"] == pytest.approx(1 / 3)
     assert f["invented_speech"] == 0.0 and f["strongest_cited"] == 1.0
     assert faithfulness_scores(texts, ev)["flat"] is None  # no labels, no label checks
+
+
+def test_label_words_flat_wording_and_speech_verbs_in_their_forms():
+    from affect_llm.explanation import SPEECH_CLAIM, contradicts, is_flat
+
+    assert contradicts("The speaker feels angry.", "joy", L) and contradicts("Anger is the emotion here.", "joy", L)
+    assert contradicts("She is clearly sad.", "joy", L)
+    assert not contradicts("The speaker does not feel anger but joy.", "joy", L)
+    assert not contradicts("Therefore, the speaker's emotional state is joy.", "joy", L)
+    assert is_flat("It sounds neutral.") and is_flat("It doesn't indicate any emotion.") and is_flat("no sign of emotion")
+    assert not is_flat("There are no emotion words, but the voice is loud.") and not is_flat("the voice is flat and slow")
+    assert SPEECH_CLAIM.search("she shouted it") and SPEECH_CLAIM.search("he replied")
+    assert not SPEECH_CLAIM.search("the speaker's emotional state is joy")
+
+
+def test_repair_keeps_one_copy_of_a_repeated_sentence():
+    ev = Evidence.build([T1])
+    s = 'In [T1] they say "Not once, not ever", an accusation.'
+    fixed = repair(f"The speaker feels anger. {s} {s}", ev, "anger", L, "The speaker feels anger.")
+    assert fixed.text.count(s) == 1

@@ -110,9 +110,10 @@ def _face_sentence(cue: Cue) -> str:
     from ..cues.face import AU_NAMES, EXPRESSIONS, plain_face
 
     value = cue.value if isinstance(cue.value, dict) else {}
-    aus = {a: float(value[a]) for a in AU_NAMES if a in value}
-    if not aus:
+    if not any(a in value for a in AU_NAMES):
         return _other_sentence(cue)
+    # only the AUs the cue's text names (its strongest): the sentence says what the cue says
+    aus = {a: float(value[a]) for a in AU_NAMES if a in value and re.search(rf"\b{a}\b", cue.text)}
     text = plain_face(aus) or "no clear facial action"
     expr = {k: float(value[k]) for k in EXPRESSIONS if k in value}
     if expr:

@@ -124,8 +124,9 @@ def media_examples(n: int, utterances: list[tuple[str, str]] = (), seed: int = 0
     out: list[SyntheticExample] = []
     kinds = ["prototype"] * 25 + ["neutral"] * 10 + ["low"] * 10 + ["blend"] * 10 + ["voice"] * 10
     kinds += (["agree"] * 20 + ["contradict"] * 15) if utterances else ["prototype"] * 35
+    rng.shuffle(kinds)  # any n gets the mix, not the first kinds of the list
     for i in range(n):
-        kind = kinds[i % len(kinds)] if i < len(kinds) else rng.choice(kinds)
+        kind = kinds[i % len(kinds)]
         e = rng.choice(emotions)
         if kind == "neutral":
             aus, expr, flab, label = _aus(rng, [], 0, 0), _expression(rng, None, rng.uniform(0.5, 0.9)), "neutral", "neutral"

@@ -383,7 +383,7 @@ def truth_checks(explanation: str, cues: Sequence[Cue], label: str | None, label
         "misquote": any(misquotes(x, cues) for x in sentences),
         "non_word": any(non_words(x, cues, labels) for x in sentences),
         "flat": None if label is None else label != "neutral" and any(is_flat(x) for x in sentences),
-        "invented_speech": not words and any(SPEECH_CLAIM.search(x) or '"' in x for x in sentences),
+        "invented_speech": not words and any(SPEECH_CLAIM.search(x) for x in sentences),
         "invented_conversation": not has_dialogue(cues) and any(CONVERSATION_CLAIM.search(x) for x in sentences),
         "other_feeling": None if label is None else any(contradicts(x, label, labels) for x in sentences),
         "strongest_cited": None if label is None else all(c.id in cited for c in strongest_cues(cues, label).values()),

@@ -71,7 +71,7 @@ def test_spoken_cues_with_emotion_words_are_cited_first():
 
 
 def test_face_cue_in_plain_words_and_the_context_model_without_a_dialogue():
-    face = Cue(id="F1", modality=Modality.face, start=0.0, end=3.0, text="strong AU6 cheek raiser (4.0/5) ...",
+    face = Cue(id="F1", modality=Modality.face, start=0.0, end=3.0, text="strong AU6 cheek raiser (4.0/5) with AU12 lip corner puller (3.6/5) and AU25 lips part (2.0/5)",
                value={"AU6": 4.0, "AU12": 3.6, "AU25": 2.0, "happy": 0.58, "neutral": 0.3, "visible": 1.0})  # fmt: skip
     assert cue_sentence(face, "joy") == ("In [F1] the cheeks rise and the lip corners pull up (AU6, AU12): a smile; "
                                          "the expression model reads happy 0.58.")  # fmt: skip
