@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from .evidence import cited_ids
-from .explanation import sentence_problems, strongest_cues
+from .explanation import CHECK_NOTES, sentence_problems, strongest_cues
 from .types import Analysis, Modality
 
 #: an answer shorter than this, or citing no cue, is completed from the evidence
@@ -38,8 +38,7 @@ NAMES = {Modality.face: "face", Modality.prosody: "voice", Modality.speech: "wor
 _WHY = re.compile(r"\b(?:why|how do you know|what makes|what shows|reasons?)\b", re.IGNORECASE)
 _DOUBT = re.compile(r"\b(?:change your mind|what would|what could|could it be|are you sure|sure|confident|instead|"
                     r"otherwise|alternatives?|else|wrong)\b", re.IGNORECASE)  # fmt: skip
-#: notes that are about the explanation check, not about the evidence
-_CHECK_NOTES = ("dropped from the explanation", "added to the explanation")
+
 
 
 def _asked(question: str) -> list[Modality]:
@@ -77,7 +76,7 @@ def grounded(analysis: Analysis, question: str) -> str:
     lines: list[str] = []
     asked = _asked(question)
     if asked and not _DOUBT.search(question):  # a question about one kind of evidence: that kind first
-        notes = [n for n in analysis.notes if not n.startswith(_CHECK_NOTES)]
+        notes = [n for n in analysis.notes if not n.startswith(CHECK_NOTES)]
         for m in asked:
             if m in present:
                 lines += _cue_lines(analysis, [present[m].id])

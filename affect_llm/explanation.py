@@ -216,6 +216,10 @@ def strongest_cues(cues: Sequence[Cue], label: str) -> dict[Modality, Cue]:
 # --- repair ---------------------------------------------------------------------------------------------
 
 
+#: how the notes :meth:`Repaired.notes` writes begin (front ends show them with the explanation)
+CHECK_NOTES = ("dropped from the explanation", "added to the explanation")
+
+
 @dataclass
 class Repaired:
     """An explanation after :func:`repair`, and what was changed: each dropped sentence with its problems, and

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .evidence import CUE_ID
+from .explanation import CHECK_NOTES
 from .types import Analysis
 
 BAR = 28
@@ -51,9 +52,11 @@ def analysis(console: Console, a: Analysis) -> None:
     for c in a.cues:
         cues.add_row(c.id, c.span(), c.modality.value, c.text)
     parts: list = [cues]
-    if a.missing_modalities or a.notes:
+    checks = [n for n in a.notes if n.startswith(CHECK_NOTES)]
+    notes = [n for n in a.notes if not n.startswith(CHECK_NOTES)]
+    if a.missing_modalities or notes:
         miss = ", ".join(m.value for m in a.missing_modalities) or "none"
-        parts.append(Text(f"missing: {miss}" + (f"  ({'; '.join(a.notes)})" if a.notes else ""), style="yellow"))
+        parts.append(Text(f"missing: {miss}" + (f"  ({'; '.join(notes)})" if notes else ""), style="yellow"))
     console.print(Panel(Group(*parts), title="cues", title_align="left"))
     bars: list = [_bars(a.probabilities, a.label)]
     if a.distributions:
@@ -75,6 +78,8 @@ def analysis(console: Console, a: Analysis) -> None:
         body = _cite(a.explanation, known)
         if a.uncited_ids:
             body.append(f"\n(mentions ids not in the evidence: {', '.join(a.uncited_ids)})", style="red")
+        for n in checks:  # what the explanation check changed (affect_llm.explanation)
+            body.append(f"\n{n}", style="dim")
         console.print(Panel(body, title="why", title_align="left"))
     t = ", ".join(f"{k} {v:.2f}s" for k, v in a.timings.items())
     console.print(Text(t, style="dim"))
