@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .evidence import Evidence, cited_ids
+from .metrics.faithfulness import _QUOTED as _QUOTE  # one definition of a quote and of its plain words
+from .metrics.faithfulness import _plain
 from .textnorm import normalize
 from .types import Cue, Modality
 
@@ -63,7 +65,6 @@ SPEECH_CLAIM = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
-_QUOTE = re.compile(r'"([^"]+)"')
 _FEELS = re.compile(
     r"\b(not |n't |never |no longer )?(?:feels?|felt|feeling|is|seems|sounds|looks|emotion(?:al state)? is|emotion was)"
     r"\s+(?:clearly |really |very |quite |so |a |an |some )*([a-z]+)",
@@ -86,10 +87,6 @@ def word_list() -> frozenset[str] | None:
         if path.is_file():
             return frozenset(w.strip().lower() for w in path.read_text(errors="ignore").split())
     return None
-
-
-def _plain(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", normalize(text).lower()))
 
 
 def misquotes(sentence: str, cues: Sequence[Cue]) -> list[str]:
