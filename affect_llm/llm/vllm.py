@@ -50,6 +50,9 @@ from .soft_prompt import Prompt, prompt_embeddings
 
 #: the environment variable naming a Python that can ``import vllm`` (default: see :func:`vllm_python`)
 VLLM_ENV = "AFFECT_LLM_VLLM_PYTHON"
+SERVER_KEEPALIVE_S = 60  # a server this package starts keeps an idle connection open this long (vLLM: 5 s)
+CLIENT_KEEPALIVE_S = 2.0  # the client keeps an idle connection this long, under any server's keep-alive
+RETRIES_ON_DROP = 2  # a request whose connection is dropped before an answer is sent again this many times
 
 
 def vllm_python() -> str:
@@ -189,6 +192,9 @@ class VLLMServer:
         env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.opts.kv_cache_gb))
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        # uvicorn closes a connection idle for this long; the client lets go of its idle ones well before
+        # (CLIENT_KEEPALIVE_S), so it never sends on a connection the server is closing
+        env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(SERVER_KEEPALIVE_S))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
@@ -460,7 +466,11 @@ class VLLMLM(ChatPrompting):
             url = self.server.url
         self.url = url.rstrip("/")
         key = api_key or os.environ.get("VLLM_API_KEY")
+        # idle connections are let go after CLIENT_KEEPALIVE_S, under the 5 s after which vLLM's uvicorn closes
+        # them by default: with equal expiries a request sent as the server closes the connection is lost
+        # ("Server disconnected without sending a response"; seen in CI)
         self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S),
                                   headers={"Authorization": f"Bearer {key}"} if key else {})  # fmt: skip
         self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="vllm")
         self.model_id = self._check_models()
@@ -493,10 +503,18 @@ class VLLMLM(ChatPrompting):
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         import httpx
 
-        try:
-            r = self._http.request(method, path, json=body)
-        except httpx.HTTPError as e:
-            raise BackendError(f"vLLM server at {self.url}: {type(e).__name__}: {e}") from None
+        for attempt in range(1 + RETRIES_ON_DROP):
+            try:
+                r = self._http.request(method, path, json=body)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # the connection was dropped before an answer came: a kept-alive connection the server closed
+                # as it was reused, or a server that went away. Every request here is a pure function of its
+                # body (greedy, no state on the server), so sending it again on a new connection is safe.
+                if attempt == RETRIES_ON_DROP or not self._server_alive():
+                    raise BackendError(f"vLLM server at {self.url}: {type(e).__name__}: {e}{self._log_hint()}") from None
+            except httpx.HTTPError as e:
+                raise BackendError(f"vLLM server at {self.url}: {type(e).__name__}: {e}{self._log_hint()}") from None
         if r.status_code != 200:
             try:
                 msg = r.json().get("error", {}).get("message") or r.text
@@ -504,6 +522,17 @@ class VLLMLM(ChatPrompting):
                 msg = r.text
             raise BackendError(f"vLLM server at {self.url} answered {r.status_code}: {' '.join(str(msg).split())[:300]}")
         return r.json()
+
+    def _server_alive(self) -> bool:
+        """False when the server this backend started has exited (a server at a URL is given the benefit)."""
+        return self.server is None or (self.server.proc is not None and self.server.proc.poll() is None)
+
+    def _log_hint(self) -> str:
+        if self.server is None:
+            return ""
+        if not self._server_alive():
+            return f" (the server exited; its log ({self.server.log_path}) ends: {self.server.log_tail()})"
+        return f" (log: {self.server.log_path})"
 
     def _embeds_b64(self, prompt: Prompt) -> str:
         import torch

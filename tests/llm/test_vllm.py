@@ -339,3 +339,69 @@ def test_same_input_same_analysis_whatever_the_vllm_server_serves_meanwhile():
     finally:
         vllm.stop_all()
         vllm.load.cache_clear()
+
+
+class _DroppingServer:
+    """An HTTP/1.1 server on a thread that closes the first ``drops`` connections after reading a request,
+    without answering (what a client meets when it reuses a kept-alive connection the server is closing), and
+    answers every later request with ``{"ok": n}``."""
+
+    def __init__(self, drops: int):
+        self.drops, self.seen = drops, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                n = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")), b"0"))
+                while len(body) < n:
+                    body += conn.recv(65536)
+                self.seen += 1
+                if self.seen <= self.drops:
+                    continue  # closed without a response
+                out = b'{"ok": %d}' % self.seen
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(out), out))  # fmt: skip
+
+
+def _bare_client(url: str):
+    """A VLLMLM with only its HTTP side (no tokenizer or embeddings): what ``_request`` uses."""
+    from affect_llm.llm import vllm
+
+    lm = vllm.VLLMLM.__new__(vllm.VLLMLM)
+    lm.url, lm.server = url, None
+    lm._http = httpx.Client(base_url=url, timeout=10, limits=httpx.Limits(keepalive_expiry=vllm.CLIENT_KEEPALIVE_S))
+    return lm
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+def test_a_request_whose_connection_is_dropped_is_sent_again(drops):
+    """A connection closed before an answer (the kept-alive race that failed a CI run: "Server disconnected
+    without sending a response") costs a resend on a new connection, not the analysis."""
+    from affect_llm.llm import vllm
+
+    srv = _DroppingServer(drops)
+    assert _bare_client(srv.url)._request("POST", "/completions", {"prompt": "x"}) == {"ok": drops + 1}
+    assert srv.seen == drops + 1
+    assert vllm.CLIENT_KEEPALIVE_S < 5 < vllm.SERVER_KEEPALIVE_S  # under vLLM's default keep-alive; ours is longer
+
+
+def test_a_server_that_keeps_dropping_requests_is_a_one_line_error():
+    from affect_llm.llm import vllm
+
+    srv = _DroppingServer(drops=1 + vllm.RETRIES_ON_DROP)
+    with pytest.raises(BackendError, match=r"vLLM server at .*RemoteProtocolError") as e:
+        _bare_client(srv.url)._request("POST", "/completions", {"prompt": "x"})
+    assert "\n" not in str(e.value) and srv.seen == 1 + vllm.RETRIES_ON_DROP
