@@ -17,6 +17,7 @@ from .config import (
     MELD_LABELS,
     MediaOptions,
     PipelineConfig,
+    PipelineOptions,
     ProsodyOptions,
     ReasonerOptions,
     SpeechOptions,
@@ -26,33 +27,26 @@ from .types import Analysis, Cue, MediaInfo, Modality, Segment, Transcript, Word
 
 __version__ = "0.1.0"
 
-_default_pipeline = None
-
-
 def analyze(
     source: str | Path | None = None,
     *,
     text: str | None = None,
-    config: PipelineConfig | None = None,
+    config: PipelineConfig | PipelineOptions | dict | None = None,
     context: str | None = None,
+    **options,
 ) -> Analysis:
     """Analyse a media file or a text.
 
     ``source`` may be a path (``str`` or ``Path``); a ``str`` that is not an existing file and does not look
-    like a file name is taken as text. Use ``text=`` to be explicit. Models load once per process (per config).
+    like a file name is taken as text. Use ``text=`` to be explicit. Options as the CLI's flags, by keyword
+    (``analyze("clip.mp4", face=False, labels=["joy", "anger"])``: :class:`PipelineOptions`), or a whole
+    ``config``. Models load once per process per config (:func:`affect_llm.pipeline.shared_pipeline`).
     """
-    global _default_pipeline
-    from .pipeline import Pipeline
+    from .pipeline import shared_pipeline
 
     if source is not None and text is None and isinstance(source, str) and _looks_like_text(source):
         source, text = None, source
-    if config is not None:
-        pipe = Pipeline(config)
-    else:
-        if _default_pipeline is None:
-            _default_pipeline = Pipeline()
-        pipe = _default_pipeline
-    return pipe.analyze(source, text=text, context=context)
+    return shared_pipeline(config, **options).analyze(source, text=text, context=context)
 
 
 #: what a media path given as a string may end with (anything else that names no file is taken as text)
@@ -75,6 +69,6 @@ def _looks_like_text(s: str) -> bool:
 
 __all__ = [
     "analyze", "Analysis", "Cue", "MediaInfo", "Modality", "Segment", "Transcript", "Word",
-    "PipelineConfig", "MediaOptions", "SpeechOptions", "ProsodyOptions", "ReasonerOptions", "MELD_LABELS",
+    "PipelineConfig", "PipelineOptions", "MediaOptions", "SpeechOptions", "ProsodyOptions", "ReasonerOptions", "MELD_LABELS",
     "AffectLLMError", "MediaError", "MediaTooLong", "ModelNotFound", "ModelIntegrityError", "InputError",
 ]  # fmt: skip

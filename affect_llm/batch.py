@@ -44,7 +44,7 @@ from .types import Analysis
 Engine = Literal["local", "ray"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchOptions:
     engine: Engine = "local"
     workers: int = 0  # local: pipeline processes (0 = all in this process); ray: actors (0 = 1)
@@ -241,8 +241,7 @@ def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = Non
         # one vLLM server for all the workers, started here (each would otherwise start its own)
         from .llm.vllm import attach_url
 
-        config = config.model_copy(deep=True)
-        config.reasoner.vllm_url = attach_url(config.reasoner)
+        config = config.updated(reasoner={"vllm_url": attach_url(config.reasoner)})
     if opts.engine == "ray":
         produce = _ray_engine(todo, config, opts)
     elif opts.engine == "local" and opts.workers > 0 and todo:
@@ -303,9 +302,8 @@ def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: lis
     from .pipeline import Pipeline
 
     torch.set_num_threads(threads)
-    cfg = PipelineConfig.model_validate_json(config_json)
-    cfg.speech.cpu_threads = threads
-    cfg.reasoner.threads = threads
+    cfg = PipelineConfig.model_validate_json(config_json).updated(speech={"cpu_threads": threads},
+                                                                 reasoner={"threads": threads})  # fmt: skip
     _WORKER_PIPE = Pipeline(cfg)
     _WORKER_EXPLAIN = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
 

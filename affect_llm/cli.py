@@ -36,22 +36,48 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def _off(value: str) -> str | None:
-    """A model option's value, or None for ``none`` (any case)."""
-    return None if value.lower() == "none" else value
+
+def _cli_type(name: str, field) -> tuple[type, object]:
+    """The type and default a :class:`~affect_llm.config.PipelineOptions` field has as a flag: lists and
+    choices are given as strings (pydantic parses and checks them, with the same message as every option)."""
+    default = field.default
+    if isinstance(default, bool):
+        return bool, default
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return type(default), default
+    return (str, default) if default is not None else (Optional[str], None)
 
 
-def _backend(backend: str, vllm_url: str | None, device: str = "auto") -> dict:
-    """The reasoner's backend options (a URL implies the vLLM backend)."""
-    return {"backend": "vllm" if vllm_url else backend, "vllm_url": vllm_url, "device": device}
+def pipeline_options(command):
+    """Give ``command`` every field of :class:`~affect_llm.config.PipelineOptions` as a flag (declared there,
+    once, for all commands) and call it with them as ``options=PipelineOptions(...)``; a bad value is an
+    "invalid option" error (exit code 2) before the command runs."""
+    import functools
+    import inspect
 
+    from .config import PipelineOptions
 
-def _device_option():
-    return typer.Option("auto", "--device", help="in-process LLM device: auto (a CUDA GPU when there is one) | cpu | cuda")
+    own = inspect.signature(command, eval_str=True)
+    flags = []
+    for name, field in PipelineOptions.model_fields.items():
+        extra = field.json_schema_extra or {}
+        kind, default = _cli_type(name, field)
+        decls = extra.get("cli") or ["--" + name.replace("_", "-")]
+        option = typer.Option(default, *decls, help=field.description, envvar=extra.get("envvar"),
+                              rich_help_panel="Pipeline options")  # fmt: skip
+        flags.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
 
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        given = {name: kwargs.pop(name) for name in PipelineOptions.model_fields}
+        try:
+            options = PipelineOptions.model_validate(given)
+        except Exception as e:
+            _fail(e)
+        return command(options=options, **kwargs)
 
-def _modalities(value: str | None) -> list[str] | None:
-    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+    wrapper.__signature__ = own.replace(parameters=[p for p in own.parameters.values() if p.name != "options"] + flags)
+    return wrapper
 
 
 def _fail(e: BaseException) -> None:
@@ -76,78 +102,30 @@ def _fail(e: BaseException) -> None:
 
 
 @app.command()
+@pipeline_options
 def chat(
     file: Optional[Path] = typer.Argument(None, help="video or audio file", show_default=False),
     text: Optional[str] = typer.Option(None, "--text", help="analyse this text instead of a media file"),
     ask: Optional[str] = typer.Option(None, "--ask", help="answer one question about the clip and exit (with --json: an \"answer\" field)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (the Analysis) and exit"),
     no_explain: bool = typer.Option(False, "--no-explain", help="label and probabilities only"),
-    llm: str = typer.Option("smollm2-135m", "--llm", help="LLM: registry name, local path or HF id"),
-    adapter: str = typer.Option(
-        "auto", "--adapter", help="reasoner LoRA adapter: auto (the shipped one over its base LLM) | a folder | none"
-    ),
-    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
-    device: str = _device_option(),
-    vllm_url: Optional[str] = typer.Option(
-        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
-    ),
-    asr: str = typer.Option("whisper-tiny.en", "--asr", help="ASR: registry name, Whisper size, path or HF id"),
-    asr_backend: str = typer.Option("auto", "--asr-backend", help="auto | faster-whisper | openai-whisper"),
-    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: MELD's 7)"),
-    language: Optional[str] = typer.Option(None, "--language", help="spoken language (default: detect)"),
-    max_duration: float = typer.Option(600.0, "--max-duration", help="refuse media longer than this (s)"),
-    max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="length limit of explanations"),
-    dtype: str = typer.Option("auto", "--dtype", help="LLM dtype: auto | float32 | bfloat16"),
-    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights (HF id or path) for scene label matching"),
-    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
-    face_fps: float = typer.Option(5.0, "--face-fps", help="frames per second sampled for faces"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw AU intensities and expressions over time (PNG)"),
     context: Optional[Path] = typer.Option(
         None, "--context", help="the dialogue before the clip: JSONL (speaker, text per line) or a MELD-style CSV"
     ),
     speaker: str = typer.Option("target", "--speaker", help="who speaks in the clip (a name from --context or new)"),
-    context_model: str = typer.Option(
-        "meld", "--context-model", help="context model: meld | emorynlp | a folder | none"
-    ),
-    fusion: str = typer.Option(
-        "auto", "--fusion", help="fusion weights: auto (the context model's) | meld | emorynlp | a JSON file | none"
-    ),
-    modalities: Optional[str] = typer.Option(
-        None, "--modalities", help="use only these: comma-separated subset of speech,prosody,face,scene,text,context"
-    ),
+    *,
+    options,
 ) -> None:
     """Analyse a clip (or --text), print transcript, cues, label and explanation, then chat about it."""
     try:
-        from .config import PipelineConfig
-        from .data import DATASETS, dataset_labels
         from .errors import InputError
         from .pipeline import Pipeline
 
         if (file is None) == (text is None):
             raise InputError("give a media FILE or --text, not both and not neither")
-        cfg = PipelineConfig.model_validate(
-            {
-                "media": {"max_duration": max_duration},
-                "speech": {"model": asr, "backend": asr_backend, "language": language},
-                "face": {"enabled": not no_face, "fps": face_fps},
-                "scene": {"model": clip},
-                "context": {
-                    "model": _off(context_model),
-                    "fusion": _off(fusion),
-                    "speaker": speaker,
-                },
-                "reasoner": {
-                    **({"labels": dataset_labels(context_model)} if context_model in DATASETS and not labels else {}),
-                    "model": llm,
-                    "adapter": _off(adapter),
-                    **_backend(backend, vllm_url, device),
-                    "max_new_tokens": max_new_tokens,
-                    "dtype": dtype,
-                    **({"labels": labels.split(",")} if labels else {}),
-                },
-                "modalities": _modalities(modalities),
-            }
-        )
+        cfg = options.config()
+        cfg = cfg.updated(context={"speaker": speaker})
         pipe = Pipeline(cfg)
         from . import render
 
@@ -387,6 +365,7 @@ def train_fusion(
 
 
 @eval_app.callback(invoke_without_command=True)
+@pipeline_options
 def eval_run(
     ctx: typer.Context,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="meld | emorynlp | emer-v1 | emer-v2 | ov-merd | jsonl"),
@@ -398,25 +377,10 @@ def eval_run(
     predictions: Optional[Path] = typer.Option(
         None, "--predictions", help="score this file of predictions (JSONL or CSV) instead of running a model"
     ),
-    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
-    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
-    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
-    device: str = _device_option(),
-    vllm_url: Optional[str] = typer.Option(
-        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
-    ),
-    modalities: Optional[str] = typer.Option(
-        None, "--modalities", help="comma-separated subset of speech,prosody,face,scene,text,context (default all)"
-    ),
     no_explain: bool = typer.Option(False, "--no-explain", help="labels only (no explanations: faster)"),
     explain_sample: Optional[int] = typer.Option(
         None, "--explain-sample", help="explain only a seeded sample of N items (the rest: labels only)"
     ),
-    context_model: Optional[str] = typer.Option(
-        None, "--context-model", help="meld | emorynlp | a folder | none (default: the dataset's own when shipped)"
-    ),
-    fusion: str = typer.Option("auto", "--fusion", help="auto | meld | emorynlp | a JSON file | none"),
-    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights for scene label matching"),
     wheels: Optional[Path] = typer.Option(
         None, "--emotion-wheels", help="folder of MER emotion-wheel files (wheel1..5.xlsx, synonym.xlsx, format.csv); "
         "default: $AFFECT_LLM_WHEELS, else the built-in taxonomy"
@@ -429,14 +393,15 @@ def eval_run(
     workers: int = typer.Option(0, "--workers", help="cue-extraction processes (local) or actors (ray)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
     llm_batch: int = typer.Option(32, "--llm-batch", min=1, help="items whose explanations are generated together"),
+    *,
+    options,
 ) -> None:
     """Run the pipeline over a dataset and score it: RUN_DIR/metrics.json, predictions.jsonl, report.md/.html.
     `affect-llm eval compare RUN_A RUN_B` prints the differences of two runs."""
     if ctx.invoked_subcommand is not None:
         return
     try:
-        from .config import PipelineConfig
-        from .data import DATASETS, dataset_labels
+        from .data import DATASETS
         from .errors import InputError
         from .evaluation import evaluate
         from .evaluation.report import tables
@@ -445,17 +410,7 @@ def eval_run(
             raise InputError("give --dataset and --data-dir (or: affect-llm eval compare RUN_A RUN_B)")
         name = dataset.lower()
         split = split or ("dev" if name in DATASETS else None)
-        cm = context_model or (name if name in DATASETS else "meld")
-        cfg = None
-        if predictions is None:
-            cfg = PipelineConfig.model_validate({
-                "scene": {"model": clip},
-                "context": {"model": _off(cm),
-                            "fusion": _off(fusion)},
-                "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url, device),
-                             **({"labels": dataset_labels(name)} if name in DATASETS else {})},
-                "modalities": _modalities(modalities),
-            })  # fmt: skip
+        cfg = options.config(dataset=name) if predictions is None else None
         run_dir = out_dir or Path("runs") / (f"{name}-{split}" if split else name)
         m = evaluate(name, data_dir, run_dir, split=split, limit=limit, media_dir=media_dir, config=cfg,
                      explain=not no_explain, explain_sample=explain_sample, predictions=predictions, wheels=wheels,
@@ -489,6 +444,7 @@ def _print_run(r: dict) -> None:
 
 
 @app.command()
+@pipeline_options
 def batch(
     source: Path = typer.Argument(..., help="a MELD/EmoryNLP CSV, a JSONL manifest, or a folder of media files"),
     out_file: Path = typer.Option(..., "--out", help="results JSONL (appended; rerunning resumes)"),
@@ -499,40 +455,16 @@ def batch(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
     llm_batch: int = typer.Option(32, "--llm-batch", min=1, help="items whose explanations are generated together"),
     no_explain: bool = typer.Option(False, "--no-explain", help="labels only"),
-    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
-    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
-    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
-    device: str = _device_option(),
-    vllm_url: Optional[str] = typer.Option(
-        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
-    ),
-    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated label set (default: the CSV's, else MELD's)"),
-    context_model: Optional[str] = typer.Option(None, "--context-model", help="meld | emorynlp | a folder | none"),
-    fusion: str = typer.Option("auto", "--fusion", help="auto | meld | emorynlp | a JSON file | none"),
-    modalities: Optional[str] = typer.Option(None, "--modalities", help="subset of speech,prosody,face,scene,text,context"),
-    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
-    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP weights for scene label matching"),
+    *,
+    options,
 ) -> None:
     """Run the pipeline over many inputs into one JSONL (one line per item, flushed as it is done; a killed
     batch resumes where it stopped, never writing an id twice), locally or on Ray."""
     try:
         from .batch import BatchOptions, load_inputs, prepare, run
-        from .config import PipelineConfig
-        from .data import DATASETS, dataset_labels
 
         items = load_inputs(source, media_dir=media_dir, limit=limit)
-        name = items.name if items.name in DATASETS else None
-        cm = context_model or name or "meld"
-        cfg = PipelineConfig.model_validate({
-            "face": {"enabled": not no_face},
-            "scene": {"model": clip},
-            "context": {"model": _off(cm),
-                        "fusion": _off(fusion)},
-            "reasoner": {"model": llm, "adapter": _off(adapter), **_backend(backend, vllm_url, device),
-                         **({"labels": dataset_labels(name)} if name and not labels else {}),
-                         **({"labels": labels.split(",")} if labels else {})},
-            "modalities": _modalities(modalities),
-        })  # fmt: skip
+        cfg = options.config(dataset=items.name)
         prepare(out_file, {"source": str(source), "media_dir": str(media_dir) if media_dir else None, "limit": limit,
                            "explain": not no_explain, "config": cfg.model_dump(mode="json")})  # fmt: skip
         opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=not no_explain,
@@ -547,6 +479,7 @@ def batch(
 
 
 @app.command()
+@pipeline_options
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, "--port"),
@@ -557,25 +490,16 @@ def serve(
     batch_wait_ms: float = typer.Option(
         20.0, "--batch-wait-ms", help="the LLM stage waits this long for other requests to reason and explain with"
     ),
-    llm: str = typer.Option("smollm2-135m", "--model", "--llm", help="LLM: registry name, local path or HF id"),
-    adapter: str = typer.Option("auto", "--adapter", help="reasoner adapter: auto | a folder | none"),
-    backend: str = typer.Option("transformers", "--backend", help="LLM backend: transformers (in process) | vllm"),
-    device: str = _device_option(),
-    vllm_url: Optional[str] = typer.Option(
-        None, "--vllm-url", envvar="AFFECT_LLM_VLLM_URL", help="backend vllm: attach to this server (…/v1); default: start one"
-    ),
-    no_face: bool = typer.Option(False, "--no-face", help="skip face tracking"),
+    *,
+    options,
 ) -> None:
     """An OpenAI-compatible endpoint: /v1/chat/completions (text or media in, the explanation and an `affect`
     field out), /v1/models, /health."""
     try:
-        from .config import PipelineConfig
         from .server import ServeOptions
         from .server import serve as run_server
 
-        cfg = PipelineConfig.model_validate({"face": {"enabled": not no_face},
-                                             "reasoner": {"model": llm, "adapter": _off(adapter),
-                                                          **_backend(backend, vllm_url, device)}})  # fmt: skip
+        cfg = options.config()
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
                             max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms)  # fmt: skip
         err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")

@@ -1,25 +1,37 @@
-"""Options, one model per stage (like whisper's ``DecodingOptions``), gathered in :class:`PipelineConfig`.
+"""Options, one frozen model per stage (like whisper's ``DecodingOptions``), gathered in :class:`PipelineConfig`;
+and :class:`PipelineOptions`, the flat options every front door takes (the CLI commands, ``serve``, the Python
+API, LangChain), which build a ``PipelineConfig`` in one place (:meth:`PipelineOptions.config`).
 
-The CLI flags and (later) the server build a ``PipelineConfig``; each stage takes only its own options.
+Each stage takes only its own options. Options are immutable: a changed copy comes from
+:meth:`PipelineConfig.updated` (or pydantic's ``model_copy``), never from assigning to a field.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .types import Modality
 
 MELD_LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
+EMORYNLP_LABELS = ["neutral", "joyful", "peaceful", "powerful", "scared", "mad", "sad"]
+#: the label set of each dataset with a shipped context model (adapters/context-NAME)
+DATASET_LABELS: dict[str, list[str]] = {"meld": MELD_LABELS, "emorynlp": EMORYNLP_LABELS}
 
 
-class MediaOptions(BaseModel):
+class _Options(BaseModel):
+    """Immutable, and a misspelt option is an error rather than silently ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MediaOptions(_Options):
     max_duration: float = Field(600.0, gt=0, description="refuse media longer than this many seconds")
     sample_rate: int = 16_000
 
 
-class SpeechOptions(BaseModel):
+class SpeechOptions(_Options):
     model: str = Field("whisper-tiny.en", description="registry name, Whisper size, local path or HF id")
     backend: Literal["auto", "faster-whisper", "openai-whisper"] = "auto"
     language: Optional[str] = None
@@ -31,14 +43,14 @@ class SpeechOptions(BaseModel):
     logprob_threshold: float = -1.0
 
 
-class ProsodyOptions(BaseModel):
+class ProsodyOptions(_Options):
     pitch_floor: float = 75.0
     pitch_ceiling: float = 600.0
     time_step: float = 0.01
     min_pause: float = Field(0.25, description="silences between words at least this long count as pauses")
 
 
-class FaceOptions(BaseModel):
+class FaceOptions(_Options):
     enabled: bool = True
     fps: float = Field(5.0, gt=0, description="frames per second sampled for face tracking")
     max_faces: int = Field(4, ge=1, description="faces tracked per frame; the main face is chosen among them")
@@ -49,7 +61,7 @@ class FaceOptions(BaseModel):
     expression_model: str = "fer-mini"
 
 
-class SceneOptions(BaseModel):
+class SceneOptions(_Options):
     """CLIP label matching. No CLIP weights ship on PyPI: with ``model=None`` the stage is skipped with a note."""
 
     model: Optional[str] = Field(None, description="CLIP by HF id or local path, e.g. openai/clip-vit-base-patch32")
@@ -57,7 +69,7 @@ class SceneOptions(BaseModel):
     labels: Optional[list[str]] = Field(None, description="default: the reasoner's label set")
 
 
-class ReasonerOptions(BaseModel):
+class ReasonerOptions(_Options):
     model: str = Field("smollm2-135m", description="registry name, local path or HF id of a causal LM")
     labels: list[str] = Field(default_factory=lambda: list(MELD_LABELS))
     explain: bool = True
@@ -111,7 +123,7 @@ class ReasonerOptions(BaseModel):
         return v
 
 
-class ContextOptions(BaseModel):
+class ContextOptions(_Options):
     """The conversation-context model (LoRA MiniLM + Broad Mamba over the dialogue) and the probability fusion."""
 
     model: Optional[str] = Field(
@@ -126,7 +138,7 @@ class ContextOptions(BaseModel):
     max_utterances: int = Field(64, gt=0, description="keep only this many earlier utterances of a dialogue")
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(_Options):
     media: MediaOptions = Field(default_factory=MediaOptions)
     speech: SpeechOptions = Field(default_factory=SpeechOptions)
     prosody: ProsodyOptions = Field(default_factory=ProsodyOptions)
@@ -140,11 +152,131 @@ class PipelineConfig(BaseModel):
         "context model do not run when left out, the others' cues are dropped after extraction",
     )
 
-    @model_validator(mode="after")
-    def _skip_left_out(self) -> "PipelineConfig":
-        if self.modalities is not None:
-            if Modality.face not in self.modalities:
-                self.face.enabled = False
-            if Modality.scene not in self.modalities:
-                self.scene.model = None
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _skip_left_out(cls, data: Any) -> Any:
+        """Face tracking off and no CLIP model when ``modalities`` leaves them out: set in a copy of the input
+        (the caller's option objects are never changed)."""
+        if not isinstance(data, dict) or data.get("modalities") is None:
+            return data
+        kept = {Modality(m) for m in data["modalities"]}
+        data = dict(data)
+        for section, modality, off in (("face", Modality.face, {"enabled": False}),
+                                       ("scene", Modality.scene, {"model": None})):  # fmt: skip
+            if modality not in kept:
+                given = data.get(section) or {}
+                data[section] = given.model_copy(update=off) if isinstance(given, BaseModel) else {**given, **off}
+        return data
+
+    def updated(self, **sections: dict) -> "PipelineConfig":
+        """A validated copy with some options changed, per section:
+        ``cfg.updated(reasoner={"threads": 1}, speech={"cpu_threads": 1})``."""
+        data = self.model_dump()
+        for section, changes in sections.items():
+            if section not in type(self).model_fields:
+                raise ValueError(f"no option section {section!r}")
+            data[section] = {**data[section], **changes} if isinstance(data[section], dict) else changes
+        return type(self).model_validate(data)
+
+    def key(self) -> str:
+        """A string that is equal for equal configs (what a pipeline cache is keyed by)."""
+        return self.model_dump_json()
+
+
+def _listed(v: Any) -> Any:
+    """``"a,b"`` → ``["a", "b"]`` (the CLI's form), a list as it is, ``None``/``""`` → ``None``."""
+    if isinstance(v, str):
+        v = [x.strip() for x in v.split(",") if x.strip()]
+    return v or None
+
+
+def _off(v: Any) -> Any:
+    """``"none"`` (any case) → ``None``: how a model option is switched off on the command line."""
+    return None if isinstance(v, str) and v.strip().lower() == "none" else v
+
+
+class PipelineOptions(_Options):
+    """The pipeline's options as every front door takes them, flat and declared once: the CLI's ``chat``,
+    ``eval``, ``batch`` and ``serve`` each offer every field as a flag (``--llm``, ``--no-face`` …: the
+    ``cli`` entry of a field's ``json_schema_extra`` names its flags), :func:`affect_llm.analyze` and the
+    LangChain runnable take them as keywords. :meth:`config` turns them into the nested
+    :class:`PipelineConfig` the stages read, in one place. A model option given as ``"none"`` is switched off."""
+
+    llm: str = Field("smollm2-135m", description="LLM: registry name, local path or HF id",
+                     json_schema_extra={"cli": ["--llm", "--model"]})  # fmt: skip
+    adapter: Optional[str] = Field("auto", description="reasoner LoRA adapter: auto (the shipped one over its base "
+                                   "LLM) | a folder | none")  # fmt: skip
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="LLM backend: transformers (in process) | vllm (implied by --vllm-url)")
+    device: str = Field("auto", description="in-process LLM device: auto (a CUDA GPU when there is one) | cpu | "
+                        "cuda | cuda:N")  # fmt: skip
+    vllm_url: Optional[str] = Field(None, description="backend vllm: attach to this server (…/v1); default: start "
+                                    "one", json_schema_extra={"envvar": "AFFECT_LLM_VLLM_URL"})  # fmt: skip
+    vllm_deterministic: bool = Field(
+        True, description="a started vLLM server computes one sequence at a time (the same input, the same "
+        "output, whatever else it serves); --vllm-batched: faster under concurrent load, not batch-invariant",
+        json_schema_extra={"cli": ["--vllm-deterministic/--vllm-batched"]})  # fmt: skip
+    dtype: str = Field("auto", description="LLM dtype: auto | float32 | bfloat16")
+    max_new_tokens: int = Field(48, gt=0, description="length limit of explanations and answers (tokens)")
+    labels: Optional[list[str]] = Field(None, description="comma-separated label set (default: the dataset's, "
+                                        "else the context model's, else MELD's 7)")  # fmt: skip
+    asr: str = Field("whisper-tiny.en", description="ASR: registry name, Whisper size, path or HF id")
+    asr_backend: Literal["auto", "faster-whisper", "openai-whisper"] = Field(
+        "auto", description="auto | faster-whisper | openai-whisper")
+    language: Optional[str] = Field(None, description="spoken language (default: detect)")
+    max_duration: float = Field(600.0, gt=0, description="refuse media longer than this (s)")
+    face: bool = Field(True, description="track faces (--no-face: skip face tracking)",
+                       json_schema_extra={"cli": ["--face/--no-face"]})  # fmt: skip
+    face_fps: float = Field(5.0, gt=0, description="frames per second sampled for faces")
+    clip: Optional[str] = Field(None, description="CLIP weights (HF id or path) for scene label matching")
+    context_model: Optional[str] = Field(
+        "auto", description="context model: auto (the dataset's own when shipped, else meld) | meld | emorynlp | "
+        "a folder | none")  # fmt: skip
+    fusion: Optional[str] = Field("auto", description="fusion weights: auto (the context model's) | meld | "
+                                  "emorynlp | a JSON file | none")  # fmt: skip
+    modalities: Optional[list[Modality]] = Field(
+        None, description="use only these: comma-separated subset of speech,prosody,face,scene,text,context")
+
+    _listed = field_validator("labels", "modalities", mode="before")(classmethod(lambda cls, v: _listed(v)))
+    _none = field_validator("adapter", "context_model", "fusion", "clip", mode="before")(
+        classmethod(lambda cls, v: _off(v)))
+
+    def config(self, dataset: Optional[str] = None) -> PipelineConfig:
+        """The :class:`PipelineConfig` these options describe. ``dataset`` (``meld``, ``emorynlp``, or another
+        name) is what is being analysed, when known: its shipped context model and label set are the defaults."""
+        shipped = dataset if dataset in DATASET_LABELS else None
+        context = (shipped or "meld") if self.context_model == "auto" else self.context_model
+        labels = self.labels or DATASET_LABELS.get(shipped or context or "") or MELD_LABELS
+        return PipelineConfig.model_validate({
+            "media": {"max_duration": self.max_duration},
+            "speech": {"model": self.asr, "backend": self.asr_backend, "language": self.language},
+            "face": {"enabled": self.face, "fps": self.face_fps},
+            "scene": {"model": self.clip},
+            "context": {"model": context, "fusion": self.fusion},
+            "reasoner": {"model": self.llm, "adapter": self.adapter, "labels": list(labels),
+                         "backend": "vllm" if self.vllm_url else self.backend, "vllm_url": self.vllm_url,
+                         "vllm_deterministic": self.vllm_deterministic, "device": self.device, "dtype": self.dtype,
+                         "max_new_tokens": self.max_new_tokens},
+            "modalities": self.modalities,
+        })  # fmt: skip
+
+
+def as_config(config: "PipelineConfig | PipelineOptions | dict | None" = None, **options: Any) -> PipelineConfig:
+    """What every front door calls: a :class:`PipelineConfig` from a config, :class:`PipelineOptions`, a dict
+    of either, or keyword options (``as_config(llm="…", face=False)``); the defaults when given nothing."""
+    if options:
+        if config is not None:
+            raise ValueError("give a config or keyword options, not both")
+        return PipelineOptions.model_validate(options).config()
+    if config is None:
+        return PipelineConfig()
+    if isinstance(config, PipelineOptions):
+        return config.config()
+    if isinstance(config, dict):
+        # flat options ({"llm": …, "face": False}) or the nested config ({"reasoner": {…}, "face": {…}})
+        flat = set(config) <= set(PipelineOptions.model_fields) and not any(
+            isinstance(v, (dict, BaseModel)) for v in config.values())
+        return PipelineOptions.model_validate(config).config() if flat else PipelineConfig.model_validate(config)
+    if not isinstance(config, PipelineConfig):
+        raise TypeError(f"expected a PipelineConfig, PipelineOptions or dict, not {type(config).__name__}")
+    return config

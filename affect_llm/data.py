@@ -14,11 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import EMORYNLP_LABELS, MELD_LABELS
 from .errors import InputError
 from .textnorm import normalize
-
-MELD_LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
-EMORYNLP_LABELS = ["neutral", "joyful", "peaceful", "powerful", "scared", "mad", "sad"]
 
 DATASETS: dict[str, dict] = {
     "meld": {"labels": MELD_LABELS, "file": "{split}_sent_emo.csv"},

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from . import media
-from .config import PipelineConfig
+from .config import PipelineConfig, PipelineOptions, as_config
 from .data import Dialogue, Utterance, read_dialogue
 from .decision import VERBAL, Decision, decide
 from .errors import InputError
@@ -59,11 +59,31 @@ class Gathered:
         self.notes.append(why)
 
 
+#: how many configs' pipelines :func:`shared_pipeline` keeps (each holds its loaded models)
+SHARED_PIPELINES = 2
+_shared: dict[str, "Pipeline"] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pipeline(config: PipelineConfig | PipelineOptions | dict | None = None, **options) -> "Pipeline":
+    """This process's pipeline for a config (built on first use; its models load once), kept by the config's
+    value: equal configs share one pipeline whoever built them. The last :data:`SHARED_PIPELINES` configs used
+    are kept. What :func:`affect_llm.analyze` and the LangChain runnable use."""
+    cfg = as_config(config, **options)
+    key = cfg.key()
+    with _shared_lock:
+        pipe = _shared.pop(key, None) or Pipeline(cfg)
+        _shared[key] = pipe  # the most recently used last
+        while len(_shared) > SHARED_PIPELINES:
+            del _shared[next(iter(_shared))]
+    return pipe
+
+
 class Pipeline:
     """Holds the loaded models (lazily) and runs the stages. Reuse one instance for many inputs."""
 
-    def __init__(self, config: PipelineConfig | None = None):
-        self.config = config or PipelineConfig()
+    def __init__(self, config: PipelineConfig | PipelineOptions | dict | None = None, **options):
+        self.config = as_config(config, **options)
         self._transcriber = None
         self._reasoner = None
         self._matcher = None

@@ -58,6 +58,8 @@ _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
 class ServeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: Optional[str] = None
@@ -234,7 +236,8 @@ class MediaResolver:
 
 
 def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
-    """The FastAPI app. ``pipeline``: a :class:`~affect_llm.pipeline.Pipeline` (default: one from ``config``)."""
+    """The FastAPI app. ``pipeline``: a :class:`~affect_llm.pipeline.Pipeline` (default: one from ``config``, a
+    :class:`~affect_llm.config.PipelineConfig` or :class:`~affect_llm.config.PipelineOptions`)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -534,13 +537,18 @@ async def _sse(rid: str, created: int, content: str, affect: dict):
     yield "data: [DONE]\n\n"
 
 
-def serve(opts: ServeOptions, config=None) -> None:
-    """Run the endpoint until interrupted. With the vLLM backend, the vLLM server (when none is given to attach
-    to) is started before this one accepts requests, and stopped after it."""
+def serve(opts: ServeOptions, config=None, **options) -> None:
+    """Run the endpoint until interrupted. ``config``: a :class:`~affect_llm.config.PipelineConfig` or
+    :class:`~affect_llm.config.PipelineOptions` (or the options by keyword, as the CLI's flags). With the vLLM
+    backend, the vLLM server (when none is given to attach to) is started before this one accepts requests, and
+    stopped after it."""
     import uvicorn
 
+    from .config import as_config
+
+    config = as_config(config, **options)
     pipeline = None
-    if config is not None and config.reasoner.backend == "vllm":
+    if config.reasoner.backend == "vllm":
         from .pipeline import Pipeline
 
         pipeline = Pipeline(config)

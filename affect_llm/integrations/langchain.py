@@ -32,18 +32,23 @@ from ..errors import InputError
 class AffectAnalyzer(Runnable[Any, dict]):
     """The pipeline as a LangChain Runnable (see the module docstring). One pipeline is shared by every call
     (models load once, on first use); ``batch`` gathers each input's cues, then reasons over all of them at once
-    (:meth:`Pipeline.reason_many`: the explanations in one batched generation)."""
+    (:meth:`Pipeline.reason_many`: the explanations in one batched generation). Options as the CLI's flags, by
+    keyword (``AffectAnalyzer(face=False)``: :class:`~affect_llm.config.PipelineOptions`), or a ``config``."""
 
-    def __init__(self, pipeline=None, config=None):
+    def __init__(self, pipeline=None, config=None, **options):
+        from ..config import as_config
+
+        if pipeline is not None and (config is not None or options):
+            raise ValueError("give a pipeline, or a config or options for one, not both")
         self._pipeline = pipeline
-        self._config = config
+        self._config = None if pipeline is not None else as_config(config, **options)
 
     @property
     def pipeline(self):
         if self._pipeline is None:
-            from ..pipeline import Pipeline
+            from ..pipeline import shared_pipeline
 
-            self._pipeline = Pipeline(self._config)
+            self._pipeline = shared_pipeline(self._config)
         return self._pipeline
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
