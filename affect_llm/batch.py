@@ -236,12 +236,12 @@ def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = Non
     done_ids = {r["id"] for r in _drop_retryable(out)}  # failed items whose error was not their own run again
     todo = [x for x in items.items if x.id not in done_ids]
     summary = RunSummary(total=len(items.items), skipped=len(items.items) - len(todo))
-    if todo and config is not None and config.reasoner.backend == "vllm" and not config.reasoner.vllm_url \
-            and (opts.engine == "ray" or opts.workers > 0):
-        # one vLLM server for all the workers, started here (each would otherwise start its own)
-        from .llm.vllm import attach_url
+    if todo and config is not None and (opts.engine == "ray" or opts.workers > 0):
+        from .llm import backends
 
-        config = config.updated(reasoner={"vllm_url": attach_url(config.reasoner)})
+        share = backends.get(config.reasoner.backend).shared
+        if share is not None:  # one model for all the workers (vLLM: one server started here), not one each
+            config = config.updated(reasoner=share(config.reasoner))
     if opts.engine == "ray":
         produce = _ray_engine(todo, config, opts)
     elif opts.engine == "local" and opts.workers > 0 and todo:

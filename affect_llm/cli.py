@@ -573,10 +573,10 @@ def _exit_on_signal() -> None:
 
 
 def _teardown() -> None:
-    """Stop the vLLM servers this command started (``os._exit`` skips atexit); a second Ctrl-C or SIGTERM while
-    they stop kills them at once instead of interrupting the stop."""
-    vllm = sys.modules.get("affect_llm.llm.vllm")
-    if vllm is None:
+    """Stop what the LLM backends started for this command (a vLLM server; ``os._exit`` skips atexit); a second
+    Ctrl-C or SIGTERM while they stop kills them at once instead of interrupting the stop."""
+    backends = sys.modules.get("affect_llm.llm.backends")
+    if backends is None:  # no backend was loaded: nothing was started
         return
     import signal
 
@@ -584,9 +584,9 @@ def _teardown() -> None:
     for name in ("SIGINT", *_TERMINATING):
         sig = getattr(signal, name, None)
         if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
-            saved[sig] = signal.signal(sig, lambda *_: vllm.kill_all())
+            saved[sig] = signal.signal(sig, lambda *_: backends.kill_all())
     try:
-        vllm.stop_all()
+        backends.stop_all()
     finally:
         for sig, h in saved.items():
             signal.signal(sig, h)

@@ -92,9 +92,10 @@ class ReasonerOptions(_Options):
     device: str = Field("auto", description="in-process LLM: auto (a CUDA GPU when there is one, else the CPU), cpu, "
                         "cuda or cuda:N")
     seed: int = 0
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="where the LLM runs: in this process, or on a vLLM OpenAI-compatible server "
-        "(prompts sent as prompt_embeds, the adapter as a LoRA module)"
+    backend: str = Field(
+        "transformers", description="where the LLM runs (affect_llm.llm.backends): transformers (in this process), "
+        "vllm (a vLLM OpenAI-compatible server: prompts sent as prompt_embeds, the adapter as a LoRA module or "
+        "merged), fake (deterministic, no weights: for tests)"
     )
     vllm_url: Optional[str] = Field(
         None, description="vLLM server to attach to (http://HOST:PORT/v1); None = start one (backend vllm)"
@@ -113,6 +114,15 @@ class ReasonerOptions(_Options):
         "input's output does not depend on what else it serves (False: batch requests, faster under load). An "
         "attached server (vllm_url) runs as it was started: start it with --max-num-seqs 1 --no-enable-prefix-caching"
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from .llm.backends import names  # the registry (no model code is imported)
+
+        if v not in names():
+            raise ValueError(f"unknown LLM backend {v!r}; known: {', '.join(names())}")
+        return v
 
     @field_validator("labels")
     @classmethod
@@ -206,8 +216,9 @@ class PipelineOptions(_Options):
                      json_schema_extra={"cli": ["--llm", "--model"]})  # fmt: skip
     adapter: Optional[str] = Field("auto", description="reasoner LoRA adapter: auto (the shipped one over its base "
                                    "LLM) | a folder | none")  # fmt: skip
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="LLM backend: transformers (in process) | vllm (implied by --vllm-url)")
+    backend: str = Field(
+        "transformers", description="LLM backend: transformers (in process) | vllm (implied by --vllm-url) | fake "
+        "(deterministic, no weights: tests)")  # fmt: skip
     device: str = Field("auto", description="in-process LLM device: auto (a CUDA GPU when there is one) | cpu | "
                         "cuda | cuda:N")  # fmt: skip
     vllm_url: Optional[str] = Field(None, description="backend vllm: attach to this server (…/v1); default: start "

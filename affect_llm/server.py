@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -546,17 +545,17 @@ def serve(opts: ServeOptions, config=None, **options) -> None:
 
     from .config import as_config
 
+    from .llm import backends
+
     config = as_config(config, **options)
     pipeline = None
-    if config.reasoner.backend == "vllm":
+    if backends.get(config.reasoner.backend).eager:
         from .pipeline import Pipeline
 
         pipeline = Pipeline(config)
-        pipeline.reasoner()  # starts (or attaches to) the vLLM server now, not on the first request
+        pipeline.reasoner()  # starts (or attaches to) its server now, not on the first request
     try:
         uvicorn.run(create_app(opts, pipeline=pipeline, config=config), host=opts.host, port=opts.port,
                     log_level="warning")  # fmt: skip
     finally:
-        vllm = sys.modules.get("affect_llm.llm.vllm")
-        if vllm is not None:
-            vllm.stop_all()
+        backends.stop_all()

@@ -410,3 +410,20 @@ def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapt
          device: str = "auto") -> TransformersLM:  # fmt: skip
     """A process-wide cached model."""
     return TransformersLM(ref, threads, dtype, adapter, device)
+
+
+def _from_options(opts, adapter: str | None) -> TransformersLM:
+    return load(opts.model, opts.threads, opts.dtype, adapter, opts.device)
+
+
+def _chat_from_options(opts) -> TransformersLM:
+    return load(opts.model, opts.threads, opts.dtype, None, opts.device)
+
+
+def _backend():
+    from .backends import Backend
+
+    return Backend(load=_from_options, chat=_chat_from_options)
+
+
+BACKEND = _backend()

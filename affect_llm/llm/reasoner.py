@@ -20,7 +20,8 @@ from .. import models, prompting
 from ..config import ReasonerOptions
 from ..errors import ModelNotFound
 from ..evidence import Evidence, cited_ids
-from .hf import GenerationRequest, LLMBackend, Message, load
+from . import backends
+from .hf import GenerationRequest, LLMBackend, Message
 from .soft_prompt import CACHE_MARK, SLOT
 
 #: the shipped reasoner adapter that ``adapter="auto"`` loads when the LLM is its base
@@ -117,15 +118,8 @@ class Reasoner:
         self.opts = opts or ReasonerOptions()
         self.adapter = resolve_adapter(self.opts) if lm is None else adapter
         adapter_path = str(self.adapter.path) if self.adapter else None
-        if lm is not None:
-            self.lm = lm
-        elif self.opts.backend == "vllm":
-            from . import vllm
-
-            self.lm = vllm.load(self.opts.model, adapter_path, self.opts.vllm_url, self.opts.dtype, self.opts.vllm_lora,
-                                self.opts.vllm_deterministic)
-        else:
-            self.lm = load(self.opts.model, self.opts.threads, self.opts.dtype, adapter_path, self.opts.device)
+        self._given_lm = lm is not None
+        self.lm = lm if lm is not None else backends.get(self.opts.backend).load(self.opts, adapter_path)
         self.projector = None
         if lm is None and self.adapter is not None and self.adapter.has_projector:
             from .soft_prompt import SoftPromptProjector
@@ -264,12 +258,12 @@ class Reasoner:
     # -- chat -------------------------------------------------------------------------------------------
     def chat_lm(self) -> LLMBackend:
         """The model that answers follow-up questions: the base instruct LLM, without the label-tuned adapter
-        (which answers every question with a label word). In process for both backends: a started vLLM
-        server serves the adapted model only."""
-        if self.adapter is None and self.opts.backend != "vllm":
+        (which answers every question with a label word), as the backend provides it (vLLM: in process, since a
+        started server serves the adapted model only). A model given to the constructor answers itself when it
+        carries no adapter."""
+        if self._given_lm and self.adapter is None:
             return self.lm
-        o = self.opts
-        return load(o.model, o.threads, o.dtype, None, o.device)
+        return backends.get(self.opts.backend).chat(self.opts)
 
     def chat(self, analysis, history: list[tuple[str, str]], question: str) -> str:
         """Answer ``question`` about ``analysis`` (an :class:`~affect_llm.types.Analysis`); ``history`` holds the

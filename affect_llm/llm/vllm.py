@@ -593,3 +593,24 @@ def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None 
          lora: str = "auto", deterministic: bool = True) -> VLLMLM:  # fmt: skip
     """A process-wide cached client (and, without ``url``, its server)."""
     return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora, deterministic=deterministic)
+
+
+def _from_options(opts, adapter: str | None) -> VLLMLM:
+    return load(opts.model, adapter, opts.vllm_url, opts.dtype, opts.vllm_lora, opts.vllm_deterministic)
+
+
+def _chat_from_options(opts):
+    """Follow-up answers run in process on the base model: a started server serves the adapted model only."""
+    from . import hf
+
+    return hf.load(opts.model, opts.threads, opts.dtype, None, opts.device)
+
+
+def _backend():
+    from .backends import Backend
+
+    return Backend(load=_from_options, chat=_chat_from_options, shared=lambda opts: {"vllm_url": attach_url(opts)},
+                   eager=True, stop_all=stop_all, kill_all=kill_all)  # fmt: skip
+
+
+BACKEND = _backend()
