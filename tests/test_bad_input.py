@@ -22,7 +22,7 @@ from affect_llm.errors import AffectLLMError, MediaError
 REPO = Path(__file__).resolve().parents[1]
 
 #: the cases of conftest's ``bad_files``; each must make probe() and load_audio() raise MediaError and the CLI
-#: exit non-zero with one line. (The truncated flac is apart: it may also decode partially, with a warning.)
+#: exit non-zero with one line. (The truncated flac is apart: it decodes partially, with a warning.)
 BAD_CASES = [
     "missing",  # no such file (in a folder that does not exist either)
     "empty",  # 0 bytes
@@ -104,21 +104,14 @@ def test_missing_and_directory_causes(bad_files):
         media.probe(bad_files["empty"])
 
 
-def test_truncated_flac_errors_or_warns(truncated_flac, tone_flac):
-    """Cut at 40 %: either a MediaError, or the part that decodes plus a warning that says so."""
-    try:
-        audio = media.load_audio(truncated_flac)
-    except MediaError as e:
-        _assert_media_error(e, truncated_flac)
-        return
-    except BaseException as e:  # noqa: BLE001
-        pytest.fail(f"load_audio raised {type(e).__name__} instead of MediaError: {e}")
+def test_truncated_flac_decodes_what_is_there_and_warns(truncated_flac, tone_flac):
+    """Cut at 40 %: the part that decodes, and a warning that says the file was cut short."""
+    audio = media.load_audio(truncated_flac)
     assert audio.samples.dtype == np.float32 and audio.samples.size > 0
     assert audio.duration < 0.6 * tone_flac.duration  # partial
-    assert audio.warnings, (
-        f"{audio.duration:.2f} s of a {tone_flac.duration} s file decoded without a warning"
+    assert any("truncat" in w for w in audio.warnings), (
+        f"{audio.duration:.2f} s of a {tone_flac.duration} s file decoded without a warning: {audio.warnings}"
     )
-    assert any("truncat" in w for w in audio.warnings)
 
 
 def test_garbled_payload_is_media_error_or_warned(garbled_mp4):
@@ -249,11 +242,9 @@ def test_cli_silent_wav(silence_wav, cli_env):
 
 @pytest.mark.slow
 def test_cli_truncated_flac(truncated_flac, cli_env):
-    """Either a clean one-line failure, or an analysis whose notes say the audio was cut short."""
+    """An analysis of the part that decodes, whose notes say the audio was cut short."""
     r = run_cli([str(truncated_flac), "--json"], cli_env, timeout=600)
-    if r.returncode != 0:
-        _assert_failed_cleanly(r, str(truncated_flac))
-        return
+    assert r.returncode == 0, r.stderr
     a = _analysis(r)
     assert any("truncat" in n for n in a["notes"]), a["notes"]
 

@@ -152,20 +152,27 @@ def test_too_many_at_once_get_429_with_retry_after(server):
     assert refused.headers["Retry-After"] == "1" and refused.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_langchains_openai_chat_model_works_unmodified(server, client):
+def test_langchains_openai_chat_model_works_unmodified(server):
     pytest.importorskip("langchain_openai")
     from langchain_openai import ChatOpenAI
 
     chat = ChatOpenAI(base_url=server[0] + "/v1", api_key=KEY, model="affect-llm", max_retries=0, timeout=300)
     said = "You forgot my birthday again. I'm so hurt."
     reply = chat.invoke(said)
-    direct = client.chat.completions.create(model="affect-llm", messages=[{"role": "user", "content": said}])
-    assert reply.content and reply.content == direct.choices[0].message.content
+    # the server's answer is the analysis the pipeline gives outside any server (not a cache hit of an earlier
+    # request: this text is sent once)
+    from affect_llm.config import PipelineConfig
+    from affect_llm.pipeline import Pipeline
+
+    direct = Pipeline(PipelineConfig.model_validate({"face": {"enabled": False}})).analyze(text=said)
+    assert reply.content and reply.content == direct.explanation
 
 
 def test_fifty_concurrent_requests_mixing_text_and_media_all_answered(server):
-    """scripts/load_test.py's client: 50 requests at once over 5 distinct inputs (4 texts and jfk.flac as
-    base64); the server admits 2 at a time, the rest get 429 + Retry-After and come back; none fails."""
+    """scripts/load_test.py's client, a load smoke test on the real models: 50 requests at once over 5 distinct
+    inputs (4 texts and jfk.flac as base64); the server admits 2 at a time, the rest get 429 + Retry-After and
+    come back; none fails. That 50 distinct concurrent requests each get their own analysis is tested with the
+    fake LLM (tests/test_fake_backend.py), where 50 analyses take seconds."""
     import asyncio
     import importlib.util
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import models
-from ..errors import BackendError
+from ..errors import BackendError, ModelNotFound
 from .hf import ChatPrompting, GenerationRequest, Message, quiet_transformers
 from .soft_prompt import Prompt, prompt_embeddings
 
@@ -296,8 +296,11 @@ def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dt
 
 
 def _served_name(ref: str) -> str:
-    r = models.resolve(ref, kind="llm")
-    return r.spec.name if r.spec is not None else ref
+    """The registry name of a registered model (without needing its files), else the reference as given."""
+    try:
+        return models.get(ref).name
+    except ModelNotFound:
+        return ref
 
 
 def lora_mode(mode: str = "auto") -> str:
@@ -449,14 +452,9 @@ class VLLMLM(ChatPrompting):
         from transformers import AutoTokenizer
 
         quiet_transformers()
-        r = models.resolve(ref, kind="llm")
         self.name = ref
-        self.location = r.location
         self.adapter = adapter
         self.dtype = dtype
-        self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=r.path is not None or
-                                                       not models.downloads_allowed())  # fmt: skip
-        self.embed = load_input_embeddings(r.location)
         self.served_name = _served_name(ref)
         self.module = Path(adapter).name if adapter else None
         self.merged = merged_name(ref, adapter) if adapter else None
@@ -473,7 +471,12 @@ class VLLMLM(ChatPrompting):
                                   limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S),
                                   headers={"Authorization": f"Bearer {key}"} if key else {})  # fmt: skip
         self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="vllm")
-        self.model_id = self._check_models()
+        self.model_id = self._check_models()  # an attached server that is not there fails before anything loads
+        r = models.resolve(ref, kind="llm")
+        self.location = r.location
+        self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=r.path is not None or
+                                                       not models.downloads_allowed())  # fmt: skip
+        self.embed = load_input_embeddings(r.location)
         gen = self._generation_config(r.location)
         eos = gen.get("eos_token_id", self.tokenizer.eos_token_id)
         self._eos = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])

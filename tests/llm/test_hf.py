@@ -44,8 +44,23 @@ def test_reasoner_on_a_local_path_model(tiny_lm_dir):
     assert sum(p.values()) == pytest.approx(1.0, abs=1e-6)
     # random weights: close to, but not exactly, uniform
     assert np.ptp(list(p.values())) > 0
-    text = lm.generate([{"role": "user", "content": "hi"}], max_new_tokens=5)
-    assert isinstance(text, str)
+    # generation is greedy decoding of exactly this prompt: the same tokens as argmax step by step (float32, so
+    # that the backend's KV-cached chunks and this one-shot forward agree)
+    import torch
+
+    lm32 = TransformersLM(str(tiny_lm_dir), dtype="float32")
+    messages = [{"role": "user", "content": "hi"}]
+    ids = lm32.chat_ids(messages)
+    eos = lm32.tokenizer.eos_token_id
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(5):
+            nxt = int(lm32.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if nxt == eos:
+                break
+            new.append(nxt)
+    want = lm32.tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert want and lm32.generate(messages, max_new_tokens=5) == want
 
 
 def test_device_cpu_goes_through_the_same_path(tiny_lm_dir):

@@ -253,12 +253,14 @@ def test_an_adapter_the_server_does_not_serve_is_a_clear_error(vllm_server, tmp_
 
 
 def test_no_server_at_the_url_is_a_one_line_error():
-    """Attaching to a port where nothing listens: exit code 4 and one line naming the server, no traceback."""
+    """Attaching to a port where nothing listens: exit code 4 and one line naming the server, no traceback,
+    before any model is loaded (the fast suite runs it with no model pulled)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     env = dict(os.environ, AFFECT_LLM_DEBUG="")
-    r = subprocess.run([*CLI, "chat", "--text", "hello", "--no-explain", "--vllm-url", f"http://127.0.0.1:{port}/v1"],
+    r = subprocess.run([*CLI, "chat", "--text", "hello", "--no-explain", "--context-model", "none", "--vllm-url",
+                        f"http://127.0.0.1:{port}/v1"],
                        capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert r.returncode == 4, r.stderr
     assert f"vLLM server at http://127.0.0.1:{port}/v1" in r.stderr
@@ -294,11 +296,13 @@ def test_merged_adapter_scores_exactly_and_serves_concurrent_generation():
         lm.server.stop()
 
 
-def test_a_started_server_computes_each_request_alone_unless_told_otherwise():
+def test_a_started_server_computes_each_request_alone_unless_told_otherwise(monkeypatch):
     """The command line of a started server: one sequence at a time, no prefix caching, a whole prompt in one
     step (the deterministic default); without it, vLLM's batching defaults."""
+    from affect_llm.llm import vllm
     from affect_llm.llm.vllm import VLLMServer, VLLMServerOptions
 
+    monkeypatch.setattr(vllm, "vllm_python", lambda: "/opt/vllm/bin/python")  # none needs to be installed
     on = VLLMServer(VLLMServerOptions(model="m", served_name="m", port=1)).command()
     assert on[on.index("--max-num-seqs") + 1] == "1" and "--no-enable-prefix-caching" in on
     assert on[on.index("--max-num-batched-tokens") + 1] == "2048"
