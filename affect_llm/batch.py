@@ -30,7 +30,7 @@ import json
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,6 +435,3 @@ class _Progress:
     def stop(self) -> None:
         self.p.stop()
 
-
-def iter_ids(path: str | Path) -> Iterable[str]:
-    return (r["id"] for r in read_jsonl_records(Path(path)))

@@ -1,4 +1,7 @@
-"""Command line: ``affect-llm chat FILE``, ``affect-llm models list|pull|path``.
+"""Command line: ``affect-llm chat | batch | eval | serve | train | models``.
+
+``chat``, ``batch``, ``eval`` and ``serve`` share the pipeline options (:class:`~affect_llm.config.PipelineOptions`,
+added to each by :func:`pipeline_options`); each command declares only its own.
 
 Heavy imports (torch, transformers, faster-whisper) happen inside the commands, so ``--help`` is instant.
 Every error this package raises on purpose becomes one line on stderr and a non-zero exit code.

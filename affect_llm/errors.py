@@ -61,3 +61,20 @@ class BackendError(AffectLLMError):
     """The LLM backend cannot be reached, will not start, or refused a request (e.g. a vLLM server)."""
 
     exit_code = 4
+
+
+class MissingExtra(AffectLLMError):
+    """An optional dependency a feature needs is not installed (the message names the extra to install)."""
+
+    exit_code = 3
+
+
+def require(module: str, extra: str, feature: str):
+    """``import module``, or a :class:`MissingExtra` saying which extra of affect-llm provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        raise MissingExtra(f"{feature} needs {top}, which is not installed: pip install 'affect-llm[{extra}]'") from None

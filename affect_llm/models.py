@@ -200,10 +200,6 @@ ALIASES = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "smollm2": "smo
            "all-MiniLM-L6-v2": "minilm-l6"}  # fmt: skip
 
 
-def available_models() -> list[str]:
-    return list(_MODELS)
-
-
 def get(name: str) -> ModelSpec:
     name = ALIASES.get(name, name)
     try:
@@ -341,10 +337,6 @@ def verify(name: str) -> list[str]:
     spec = get(name)
     d = model_dir(spec.name)
     return [a.path for a in spec.assets if not (d / a.path).is_file() or _sha256(d / a.path) != a.sha256]
-
-
-def remove(name: str) -> None:
-    shutil.rmtree(model_dir(name), ignore_errors=True)
 
 
 def path(name: str) -> Path:

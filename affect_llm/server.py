@@ -63,7 +63,6 @@ class ServeOptions(BaseModel):
     port: int = 8000
     api_key: Optional[str] = None
     media_root: Optional[Path] = Field(None, description="media paths and file: URLs are allowed only under this")
-    allow_http: bool = False
     max_body_mb: float = 64.0
     max_concurrency: int = Field(4, ge=1, description="requests in progress at once; more get 429")
     cache_size: int = 32

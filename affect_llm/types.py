@@ -2,7 +2,7 @@
 
 Everything a stage hands to the next is one of these pydantic models, so each stage can be used, serialised
 and tested alone. ``Analysis`` is the single result shape: the ``--json`` output, the Python API's return
-value, and (later) a batch line and the server's ``affect`` field.
+value, and what a batch line and the server's ``affect`` field hold (:meth:`Analysis.summary`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import require
+
 #: sacrebleu settings for BLEU-4: the standard ``13a`` tokenizer, lowercased, ``exp`` smoothing (sacrebleu's
 #: default). Sentence BLEU uses effective order (as ``sacrebleu.sentence_bleu`` does).
 BLEU_TOKENIZE = "13a"
@@ -59,7 +61,7 @@ def meteor_tokens(text: str) -> list[str]:
 @lru_cache(maxsize=1)
 def installed_wordnet() -> Any | None:
     """nltk's WordNet reader when the corpus is installed locally (``nltk.data.path``), else None. Never downloads."""
-    from nltk.corpus import wordnet  # a lazy loader: nothing is read (or fetched) until first use
+    wordnet = require("nltk.corpus", "eval", "METEOR").wordnet  # a lazy loader: nothing is read until first use
 
     try:
         wordnet.synsets("happy")  # loads corpora/wordnet or corpora/wordnet.zip; raises LookupError when absent
@@ -83,7 +85,7 @@ def _check(predictions: Sequence[str | None], references: Sequence[str]) -> None
 
 
 def _bleu(sentence: bool):
-    from sacrebleu.metrics import BLEU
+    BLEU = require("sacrebleu.metrics", "eval", "BLEU").BLEU
 
     return BLEU(lowercase=BLEU_LOWERCASE, tokenize=BLEU_TOKENIZE, effective_order=sentence)
 
@@ -111,7 +113,7 @@ def bleu4(predictions: Sequence[str | None], references: Sequence[str]) -> dict:
 
 @lru_cache(maxsize=1)
 def _rouge_scorer():
-    from rouge_score import rouge_scorer
+    rouge_scorer = require("rouge_score.rouge_scorer", "eval", "ROUGE-L")
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
@@ -146,7 +148,7 @@ def meteor(predictions: Sequence[str | None], references: Sequence[str], *, word
 
     Returns ``{"meteor": mean, "meteor_variant": "exact+stem+wordnet" | "exact+stem", "per_sample": [...]}``.
     """
-    from nltk.translate.meteor_score import meteor_score
+    meteor_score = require("nltk.translate.meteor_score", "eval", "METEOR").meteor_score
 
     _check(predictions, references)
     wn = installed_wordnet() if isinstance(wordnet, str) and wordnet == _AUTO else wordnet

@@ -206,3 +206,17 @@ def test_emer_gold_against_itself_and_shuffled():
     assert other["rouge_l"] < 0.6
     assert other["meteor"] < 0.6
     assert other["embedding_similarity"] < 0.85
+
+
+@pytest.mark.parametrize("module,call", [("sacrebleu.metrics", "bleu4"), ("nltk.translate.meteor_score", "meteor")])
+def test_a_missing_eval_extra_is_a_clear_error(monkeypatch, module, call):
+    """Without the [eval] extra the text metrics say what to install (exit code 3), not an ImportError."""
+    import sys
+
+    from affect_llm.errors import MissingExtra
+    from affect_llm.metrics import explanation as ex
+
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import
+    with pytest.raises(MissingExtra, match=r"pip install 'affect-llm\[eval\]'") as e:
+        getattr(ex, call)(["a happy face"], ["a happy face"], **({"wordnet": None} if call == "meteor" else {}))
+    assert e.value.exit_code == 3
