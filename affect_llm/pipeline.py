@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from . import media
+from . import media, prompting
 from .config import PipelineConfig, PipelineOptions, as_config
 from .data import Dialogue, Utterance, read_dialogue
 from .decision import VERBAL, Decision, decide
@@ -43,7 +43,7 @@ class Timer:
 
 
 @dataclass
-class Gathered:
+class Findings:
     """What the cue stages of one input have produced so far."""
 
     cues: list[Cue] = field(default_factory=list)
@@ -54,9 +54,21 @@ class Gathered:
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)
     context_embedding: np.ndarray | None = None  # the analysed utterance's Broad Mamba embedding
 
-    def lack(self, modalities: list[Modality], why: str) -> None:
+    def note_missing(self, modalities: list[Modality], why: str) -> None:
         self.missing += modalities
         self.notes.append(why)
+
+
+@dataclass
+class Gathering:
+    """One input after :meth:`Pipeline.gather`, everything before the LLM: what :meth:`Pipeline.reason` takes.
+    ``gather`` and ``reason`` may run in different processes (the batch engines do)."""
+
+    source: str  # "text", or the media path
+    evidence: Evidence  # the cues with their ids (D1 included when the context model ran)
+    findings: Findings  # what the stages produced beside the cues: distributions, the context embedding, …
+    media: MediaInfo | None  # the probed media (None for text)
+    dialogue: Dialogue | None  # the dialogue before the input, when one was given
 
 
 #: how many configs' pipelines :func:`shared_pipeline` keeps (each holds its loaded models)
@@ -211,10 +223,10 @@ class Pipeline:
         return Dialogue(id="context", utterances=utts)
 
     def _context_cue(
-        self, dialogue: Dialogue | None, said: str, speaker: str | None, got: Gathered, timer: Timer
+        self, dialogue: Dialogue | None, said: str, speaker: str | None, found: Findings, timer: Timer
     ) -> Cue | str | None:
         """Run the context model over the dialogue with the analysed utterance last: cue D1 (its distribution goes
-        into ``got``), a note saying why it did not run, or None when it is switched off."""
+        into ``found``), a note saying why it did not run, or None when it is switched off."""
         if self.config.context.model is None or not self._uses(Modality.context):
             return None
         if not said.strip():
@@ -226,64 +238,64 @@ class Pipeline:
         with timer("context"):
             out = model.predict(full)
         dist = out.distribution(-1)
-        got.distributions["context"] = dist
-        got.context_embedding = out.embeddings[-1]
+        found.distributions["context"] = dist
+        found.context_embedding = out.embeddings[-1]
         top = sorted(dist.items(), key=lambda kv: -kv[1])[:3]
         where = f"over {len(earlier)} earlier utterances" if earlier else "on the utterance alone (no dialogue given)"
         return Cue(id="D1", modality=Modality.context, value=dist,
                    text=f"context model {where}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))  # fmt: skip
 
-    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Gathered", MediaInfo]:
+    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Findings", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         mo = self.config.media
         with timer("probe"):
             info = media.probe(path, mo.max_duration)
-        got = Gathered()
-        audio = self._decode_audio(path, got, timer) if info.has_audio else None
+        found = Findings()
+        audio = self._decode_audio(path, found, timer) if info.has_audio else None
         if not info.has_audio:
-            got.lack([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
+            found.note_missing([Modality.speech, Modality.prosody], "no audio stream: no speech or voice cues")
         video = None
         if audio is not None or info.has_video:
             # the file is usable: load the LLM in the background while the cue models run (not earlier -- a bad
             # file must fail fast without importing torch; and not during the audio decode, which it would slow)
             self.preload_reasoner()
         if info.has_video:
-            video = self._start_video(path, got, timer)
+            video = self._start_video(path, found, timer)
         else:
-            got.lack([Modality.face, Modality.scene], "no video stream: no face or scene cues")
+            found.note_missing([Modality.face, Modality.scene], "no video stream: no face or scene cues")
         try:
             if audio is not None:
-                self._speech_cues(audio, got, timer)
+                self._speech_cues(audio, found, timer)
         finally:
             if video is not None:
                 wait([video])  # never leave the thread running behind an error; its own error surfaces below
-        self._video_cues(video, got)
-        return Evidence.build(got.cues, got.missing, got.notes), got, info
+        self._video_cues(video, found)
+        return Evidence.build(found.cues, found.missing, found.notes), found, info
 
-    def _decode_audio(self, path: str | Path, got: "Gathered", timer: Timer) -> media.Audio | None:
+    def _decode_audio(self, path: str | Path, found: "Findings", timer: Timer) -> media.Audio | None:
         """The audio track, or None (with a note) when it is silent."""
         mo = self.config.media
         with timer("decode_audio"):
             audio = media.load_audio(path, mo.sample_rate, mo.max_duration)
-        got.notes += audio.warnings
+        found.notes += audio.warnings
         if audio.samples.size == 0 or float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
-            got.transcript = Transcript(text="")
-            got.lack([Modality.speech, Modality.prosody], "the audio track is silent")
+            found.transcript = Transcript(text="")
+            found.note_missing([Modality.speech, Modality.prosody], "the audio track is silent")
             return None
         return audio
 
-    def _speech_cues(self, audio: media.Audio, got: "Gathered", timer: Timer) -> None:
+    def _speech_cues(self, audio: media.Audio, found: "Findings", timer: Timer) -> None:
         from .cues import prosody, speech
 
         asr = self.transcriber(timer)
         with timer("asr"):
-            got.transcript = asr.transcribe(audio.samples)
-        if not got.transcript.segments:
-            got.lack([Modality.speech, Modality.prosody], "no speech detected in the audio")
+            found.transcript = asr.transcribe(audio.samples)
+        if not found.transcript.segments:
+            found.note_missing([Modality.speech, Modality.prosody], "no speech detected in the audio")
             return
-        got.cues += speech.speech_cues(got.transcript)
+        found.cues += speech.speech_cues(found.transcript)
         with timer("prosody"):
-            got.cues += prosody.prosody_cues(prosody.measure(audio, got.transcript, self.config.prosody))
+            found.cues += prosody.prosody_cues(prosody.measure(audio, found.transcript, self.config.prosody))
 
     def scene_matcher(self):
         """The CLIP matcher, or None when no CLIP weights are configured."""
@@ -296,7 +308,7 @@ class Pipeline:
                     self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
         return self._matcher
 
-    def _start_video(self, path: str | Path, got: "Gathered", timer: Timer) -> Future | None:
+    def _start_video(self, path: str | Path, found: "Findings", timer: Timer) -> Future | None:
         """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
         transcript, and MediaPipe, CTranslate2 and torch all release the GIL, so this overlaps ASR."""
         fo = self.config.face
@@ -305,9 +317,9 @@ class Pipeline:
         if matcher is None:
             from .cues.clip import NO_MODEL_NOTE
 
-            got.lack([Modality.scene], NO_MODEL_NOTE)
+            found.note_missing([Modality.scene], NO_MODEL_NOTE)
         if not fo.enabled:
-            got.lack([Modality.face], "face analysis is turned off")
+            found.note_missing([Modality.face], "face analysis is turned off")
         if matcher is None and not fo.enabled:
             return None
         pool = ThreadPoolExecutor(1, thread_name_prefix="video")
@@ -347,7 +359,7 @@ class Pipeline:
                 scene = matcher.match(scene_frames)
         return detections, scene, problems
 
-    def _video_cues(self, pending: Future | None, got: "Gathered") -> None:
+    def _video_cues(self, pending: Future | None, found: "Findings") -> None:
         """Join the video thread; turn its detections into F- and C-cues aligned to the transcript."""
         if pending is None:
             return
@@ -355,29 +367,29 @@ class Pipeline:
         from .cues import face as face_stage
 
         detections, scene, problems = pending.result()  # re-raises a decoding error here
-        got.notes += problems
-        spans = [(s.start, s.end) for s in got.transcript.segments] if got.transcript else []
+        found.notes += problems
+        spans = [(s.start, s.end) for s in found.transcript.segments] if found.transcript else []
         if detections is not None:
             fo = self.config.face
             track = face_stage.build_track(detections.per_frame, detections.times, fo, spans or None, detections.models)
-            got.cues += face_stage.face_cues(track, spans or None)
-            got.timeline["face"] = face_stage.timeline(track)
+            found.cues += face_stage.face_cues(track, spans or None)
+            found.timeline["face"] = face_stage.timeline(track)
             if not track.face_found:
-                got.lack([Modality.face], "no face visible in the video")
+                found.note_missing([Modality.face], "no face visible in the video")
             else:
                 labels = self.config.reasoner.labels
                 dist = face_stage.label_distribution(track, labels)
                 if dist:
-                    got.distributions["face"] = dist
+                    found.distributions["face"] = dist
                 facs = face_stage.facs_distribution(track, labels)
                 if facs:
-                    got.distributions["facs"] = facs
+                    found.distributions["facs"] = facs
         if scene is not None:
             if scene.mean is None:
-                got.lack([Modality.scene], "no frames could be decoded for CLIP")
+                found.note_missing([Modality.scene], "no frames could be decoded for CLIP")
             else:
-                got.cues += clip_stage.scene_cues(scene, spans or None)
-                got.distributions["scene"] = scene.distribution
+                found.cues += clip_stage.scene_cues(scene, spans or None)
+                found.distributions["scene"] = scene.distribution
 
     @staticmethod
     def text_evidence(text: str) -> Evidence:
@@ -397,39 +409,39 @@ class Pipeline:
         context: Dialogue | str | Path | None = None,
         speaker: str | None = None,
         timer: Timer | None = None,
-    ) -> tuple[Evidence, Gathered, MediaInfo | None, Dialogue | None]:
+    ) -> Gathering:
         """Everything before the LLM: the evidence (cues, with the dialogue cue D1 when the context model runs),
-        what the stages gathered (distributions, the context embedding), the media's description and the dialogue
-        context. :meth:`analyze` reasons over it; training the reasoner builds its examples from it."""
+        what the stages found (distributions, the context embedding), the media's description and the dialogue
+        context. :meth:`reason` reasons over it; training the reasoner builds its examples from it."""
         if (source is None) == (text is None):
             raise InputError("give exactly one of a media path or text")
         timer = timer or Timer()
         dialogue = self.dialogue_context(context)
         if text is not None:
-            evidence, got, info = self.text_evidence(text), Gathered(transcript=Transcript(text=normalize(text))), None
+            evidence, found, info = self.text_evidence(text), Findings(transcript=Transcript(text=normalize(text))), None
         else:
-            evidence, got, info = self.media_evidence(source, timer)
-        said = got.transcript.text if got.transcript else ""
-        ctx = self._context_cue(dialogue, said, speaker, got, timer)
+            evidence, found, info = self.media_evidence(source, timer)
+        said = found.transcript.text if found.transcript else ""
+        ctx = self._context_cue(dialogue, said, speaker, found, timer)
         if isinstance(ctx, Cue):
             evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
         elif ctx:
             evidence.notes.append(ctx)
         if self.config.modalities is not None:
-            evidence = self._only_chosen(evidence, got)
-        return evidence, got, info, dialogue
+            evidence = self._only_chosen(evidence, found)
+        return Gathering("text" if text is not None else str(source), evidence, found, info, dialogue)
 
     def _uses(self, modality: Modality) -> bool:
         return self.config.modalities is None or modality in self.config.modalities
 
-    def _only_chosen(self, evidence: Evidence, got: Gathered) -> Evidence:
+    def _only_chosen(self, evidence: Evidence, found: Findings) -> Evidence:
         """Drop the cues and distributions of the modalities left out of ``config.modalities``."""
         keep = [c for c in evidence.cues if self._uses(c.modality)]
         dropped = sorted({c.modality.value for c in evidence.cues} - {c.modality.value for c in keep})
-        for name in list(got.distributions):
+        for name in list(found.distributions):
             modality = Modality.face if name == "facs" else Modality(name) if name in ("face", "scene", "context") else None
             if modality is not None and not self._uses(modality):
-                del got.distributions[name]
+                del found.distributions[name]
         notes = list(evidence.notes)
         if dropped:
             notes.append("left out by the modality selection: " + ", ".join(dropped))
@@ -449,9 +461,8 @@ class Pipeline:
         utterance, spoken by ``speaker`` (default ``config.context.speaker``)."""
         timer = Timer()
         t0 = time.perf_counter()
-        gathered = self.gather(source, text=text, context=context, speaker=speaker, timer=timer)
-        name = "text" if text is not None else str(source)
-        return self.reason(name, *gathered, explain=explain, timer=timer, started=t0)
+        gathering = self.gather(source, text=text, context=context, speaker=speaker, timer=timer)
+        return self.reason(gathering, explain=explain, timer=timer, started=t0)
 
     def analyze_many(self, inputs: list[dict | Exception]) -> list[Analysis | Exception]:
         """:meth:`analyze` for many inputs together: each one's cues, then :meth:`reason_many` over those that
@@ -472,7 +483,7 @@ class Pipeline:
             except Exception as e:  # a bad input is its own error; the others go on
                 out[k] = e
                 continue
-            ready.append(("text" if source is None else str(source), *g))
+            ready.append(g)
             where.append(k)
             flags.append(x.get("explain"))
             timers.append(timer)
@@ -488,11 +499,7 @@ class Pipeline:
 
     def reason(
         self,
-        name: str,
-        evidence: Evidence,
-        got: Gathered,
-        info: MediaInfo | None,
-        dialogue: Dialogue | None,
+        gathering: Gathering,
         *,
         explain: bool | None = None,
         timer: Timer | None = None,
@@ -500,17 +507,17 @@ class Pipeline:
     ) -> Analysis:
         """Everything after :meth:`gather`: the LLM's label scores, the fusion, the explanation, the
         :class:`Analysis`. ``gather`` and ``reason`` may run in different processes (the batch engines do)."""
-        out = self.reason_many([(name, evidence, got, info, dialogue)], explain=[explain], timers=[timer or Timer()],
+        out = self.reason_many([gathering], explain=[explain], timers=[timer or Timer()],
                                started=[started if started is not None else time.perf_counter()])[0]  # fmt: skip
         if isinstance(out, Exception):
             raise out
         return out
 
     def reason_many(
-        self, gathered: list[tuple], *, explain: list[bool] | bool | None = None, timers: list[Timer] | None = None,
+        self, gathered: list[Gathering], *, explain: list[bool] | bool | None = None, timers: list[Timer] | None = None,
         started: list[float] | None = None,
     ) -> list[Analysis | Exception]:  # fmt: skip
-        """:meth:`reason` for many inputs (``gathered``: ``(name, evidence, got, info, dialogue)`` each), the
+        """:meth:`reason` for many inputs (each a :meth:`gather` result), the
         explanations in one batched generation. An input that fails gets its exception in its place; the others
         go on. Each explained input's ``explain`` timing is its share of the batch's generation time."""
         n = len(gathered)
@@ -521,7 +528,7 @@ class Pipeline:
         decided: list[_Decision | Exception] = []
         for g, timer, t0 in zip(gathered, timers, started):
             try:
-                decided.append(self._decide(*g, timer, t0))
+                decided.append(self._decide(g, timer, t0))
             except Exception as e:
                 decided.append(e)
         todo = [d for d, f in zip(decided, flags) if isinstance(d, _Decision) and f and d.job is not None]
@@ -537,42 +544,42 @@ class Pipeline:
                 d.timer.timings["explain"] = share
         return [d if isinstance(d, Exception) else self._finish(d, f) for d, f in zip(decided, flags)]
 
-    def _decide(self, name: str, evidence: Evidence, got: Gathered, info: MediaInfo | None,
-                dialogue: Dialogue | None, timer: Timer, started: float | None) -> "_Decision":  # fmt: skip
+    def _decide(self, g: Gathering, timer: Timer, started: float | None) -> "_Decision":
         """The label stage: the LLM's label scores, the fusion, the label; what the explanation will need."""
+        evidence, found, info, dialogue = g.evidence, g.findings, g.media, g.dialogue
         t0 = started if started is not None else time.perf_counter()
         ro = self.config.reasoner
         models_used = {"llm": ro.model}
         if info is not None and info.has_audio:
             models_used["asr"] = self.config.speech.model
-        if "face" in got.timeline:
+        if "face" in found.timeline:
             models_used["face"] = self.config.face.landmarker
             if self.config.face.expression:
                 models_used["expression"] = self.config.face.expression_model
-        if "scene" in got.distributions:
+        if "scene" in found.distributions:
             models_used["scene"] = str(self.config.scene.model)
-        if "context" in got.distributions:
+        if "context" in found.distributions:
             models_used["context"] = str(self.config.context.model)
 
         evidence_text = evidence.render()
-        llm_context = _render_dialogue(dialogue)
-        d = _Decision(name, evidence, got, info, timer, t0, evidence_text, models_used)
+        llm_context = prompting.dialogue_text(dialogue)
+        d = _Decision(g.source, evidence, found, info, timer, t0, evidence_text, models_used)
         if not evidence.cues:
             labels = ro.labels
             d.probs = {lab: 1.0 / len(labels) for lab in labels}
             d.label = "neutral" if "neutral" in labels else labels[0]
-            d.distributions = dict(got.distributions)
+            d.distributions = dict(found.distributions)
             return d
         reasoner = self.reasoner(timer)
         if reasoner.adapter is not None:
             models_used["adapter"] = str(reasoner.adapter.path)
         cm = self._context_model
-        soft = reasoner.soft_prompt(got.context_embedding, self.config.context.model, getattr(cm, "fingerprint", None))
-        if soft is None and reasoner.projector is not None and got.context_embedding is not None:
+        soft = reasoner.soft_prompt(found.context_embedding, self.config.context.model, getattr(cm, "fingerprint", None))
+        if soft is None and reasoner.projector is not None and found.context_embedding is not None:
             evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
                                   "embeddings")  # fmt: skip
         has_words = any(c.modality in (Modality.speech, Modality.text) for c in evidence.cues)
-        d.distributions = dict(got.distributions)
+        d.distributions = dict(found.distributions)
         if has_words:  # the LLM was trained on words: on a wordless input its label scores are not evidence
             with timer("label"):
                 d.distributions = {"llm": reasoner.label_distribution(evidence_text, llm_context, soft), **d.distributions}
@@ -614,13 +621,13 @@ class Pipeline:
             explanation=explanation,
             cited_cues=cited,
             uncited_ids=unknown,
-            transcript=d.got.transcript,
+            transcript=d.found.transcript,
             cues=evidence.cues,
             evidence=d.evidence_text,
             missing_modalities=evidence.missing,
             notes=[*evidence.notes, *repairs],
             media=d.info,
-            timeline=d.got.timeline,
+            timeline=d.found.timeline,
             models=d.models_used,
             timings=d.timer.timings,
         )
@@ -639,7 +646,7 @@ class _Decision:
 
     name: str
     evidence: Evidence
-    got: Gathered
+    found: Findings
     info: MediaInfo | None
     timer: Timer
     started: float
@@ -652,14 +659,3 @@ class _Decision:
     decision: str = ""  # why the label is what it is (decision.Decision.reason)
     job: ExplainJob | None = None  # None: nothing for the LLM to explain (no evidence)
     explained: tuple | None = None  # llm.reasoner.Explained
-
-
-#: the LLM reads at most this many earlier utterances (the context model reads them all)
-LLM_CONTEXT_UTTERANCES = 8
-
-
-def _render_dialogue(dialogue: Dialogue | None) -> str | None:
-    if not dialogue or not dialogue.utterances:
-        return None
-    lines = [f"{u.speaker}: {u.text}" for u in dialogue.utterances[-LLM_CONTEXT_UTTERANCES:]]
-    return "Earlier in the conversation:\n" + "\n".join(lines)

@@ -41,3 +41,16 @@ def render(name: str, **variables) -> str:
 
 def text(name: str) -> str:
     return (prompts_dir() / name).read_text(encoding="utf-8").strip()
+
+
+#: the LLM reads at most this many earlier utterances (the context model reads them all)
+LLM_CONTEXT_UTTERANCES = 8
+
+
+def dialogue_text(dialogue) -> str | None:
+    """The earlier dialogue as the LLM's prompts show it (the last :data:`LLM_CONTEXT_UTTERANCES` turns,
+    ``Speaker: text`` each), or None without one. ``dialogue``: a :class:`~affect_llm.data.Dialogue` or None."""
+    if not dialogue or not dialogue.utterances:
+        return None
+    lines = [f"{u.speaker}: {u.text}" for u in dialogue.utterances[-LLM_CONTEXT_UTTERANCES:]]
+    return "Earlier in the conversation:\n" + "\n".join(lines)

@@ -426,8 +426,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 
         timer, t0 = Timer(), time.perf_counter()
         with cue_lock:
-            gathered = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
-        fut = batcher.submit((str(source) if source else "text", *gathered), timer, t0)
+            gathering = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
+        fut = batcher.submit(gathering, timer, t0)
         try:
             return fut.result(timeout=opts.llm_timeout_s)
         except FutureTimeout:

@@ -24,7 +24,8 @@ from affect_llm.config import PipelineConfig, ReasonerOptions
 from affect_llm.data import Dialogue, dataset_labels, load_dataset
 from affect_llm.llm.reasoner import Reasoner
 from affect_llm.metrics import accuracy, weighted_f1
-from affect_llm.pipeline import Pipeline, _render_dialogue
+from affect_llm.pipeline import Pipeline
+from affect_llm.prompting import dialogue_text
 
 
 def main() -> None:
@@ -58,11 +59,12 @@ def main() -> None:
     t0 = time.monotonic()
     for n, (d, i) in enumerate(items):
         u = d.utterances[i]
-        evidence, got, _, dialogue = pipe.gather(text=u.text, context=Dialogue(d.id, d.utterances[:i]), speaker=u.speaker)
-        ev_text, ctx = evidence.render(), _render_dialogue(dialogue)
+        gathering = pipe.gather(text=u.text, context=Dialogue(d.id, d.utterances[:i]), speaker=u.speaker)
+        evidence, dialogue, found = gathering.evidence, gathering.dialogue, gathering.findings
+        ev_text, ctx = evidence.render(), dialogue_text(dialogue)
         gold.append(u.label)
         for name, r in reasoners.items():
-            soft = r.soft_prompt(got.context_embedding, args.dataset)
+            soft = r.soft_prompt(found.context_embedding, args.dataset)
             dist = r.label_distribution(ev_text, ctx, soft)
             preds[name].append(max(dist, key=dist.__getitem__))
             if n in explain_idx:

@@ -87,7 +87,8 @@ def test_real_meld_and_emorynlp_dev():
 
 
 def test_pipeline_reads_context_in_every_form(tmp_path):
-    from affect_llm.pipeline import Pipeline, _render_dialogue
+    from affect_llm.pipeline import Pipeline
+    from affect_llm.prompting import dialogue_text
 
     pipe = Pipeline()  # nothing loads until analyze()
     d = pipe.dialogue_context("Ross: I\x92m moving to Paris.\n\nRachel: What?\njust a line without a speaker")
@@ -100,6 +101,6 @@ def test_pipeline_reads_context_in_every_form(tmp_path):
     assert pipe.dialogue_context(None) is None
     with pytest.raises(InputError, match="no such context file"):
         pipe.dialogue_context(str(tmp_path / "nope.csv"))
-    text = _render_dialogue(d)
+    text = dialogue_text(d)
     assert text.splitlines()[0] == "Earlier in the conversation:" and "Rachel: What?" in text
-    assert _render_dialogue(None) is None
+    assert dialogue_text(None) is None

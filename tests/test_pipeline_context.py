@@ -65,8 +65,9 @@ def test_tuned_reasoner_is_the_default_and_reads_the_soft_prompt(pipe):
     r = pipe.reasoner()
     assert r.projector is not None and r.calibrate is False
     # the same evidence without the soft prompt gives other label scores: the context embedding is read
-    evidence, got, _, dialogue = pipe.gather(text="We have to celebrate tonight!", context="Monica: I got the job!")
-    soft = r.soft_prompt(got.context_embedding, "meld", pipe.context_model().fingerprint)
+    gathering = pipe.gather(text="We have to celebrate tonight!", context="Monica: I got the job!")
+    evidence, dialogue = gathering.evidence, gathering.dialogue
+    soft = r.soft_prompt(gathering.findings.context_embedding, "meld", pipe.context_model().fingerprint)
     assert soft is not None
     ev = evidence.render()
     assert r.label_distribution(ev, None, soft) != r.label_distribution(ev, None, None)

@@ -197,7 +197,7 @@ def test_requests_reaching_the_llm_together_are_reasoned_in_one_batch(monkeypatc
     pipe = Pipeline(PipelineConfig.model_validate({"face": {"enabled": False}}))
     calls = count_reason_many(monkeypatch, pipe)
     texts = ["I got the job!", "Get out of my house.", "The bus leaves at nine."]
-    jobs = [("text", *pipe.gather(text=t)) for t in texts]
+    jobs = [pipe.gather(text=t) for t in texts]
     batcher = _Batcher(lambda: pipe, threading.Lock(), wait_s=2.0, max_batch=8)
     futures = [batcher.submit(j, Timer(), time.perf_counter()) for j in jobs]
     results = [f.result(timeout=300) for f in futures]

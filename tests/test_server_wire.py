@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,13 +53,13 @@ class FakePipe:
     def gather(self, source=None, *, text=None, timer=None):
         data = Path(source).read_bytes() if source is not None else text.encode()
         self.gathered.append(data)
-        return (data, None, None, None)
+        return SimpleNamespace(source=str(source or "text"), evidence=data)
 
     def reason_many(self, gathered, *, timers=None, started=None, explain=None):
         self.reason_calls += 1
         if self.on_reason is not None:
             self.on_reason()
-        return [FakeAnalysis(g[1]) for g in gathered]
+        return [FakeAnalysis(g.evidence) for g in gathered]
 
     def chat(self, analysis, history, question):
         return f"About that: {question}"
@@ -385,8 +386,8 @@ def test_a_batcher_thread_that_dies_fails_its_jobs_and_is_restarted():
     fake.on_reason = once
     batcher = _Batcher(lambda: fake, threading.Lock(), wait_s=0.0, max_batch=4)
     with pytest.raises(BackendError, match="LLM stage stopped"):
-        batcher.submit(("text", b"first", None, None, None), None, time.perf_counter()).result(timeout=10)
-    r = batcher.submit(("text", b"second", None, None, None), None, time.perf_counter()).result(timeout=10)
+        batcher.submit(SimpleNamespace(source="text", evidence=b"first"), None, time.perf_counter()).result(timeout=10)
+    r = batcher.submit(SimpleNamespace(source="text", evidence=b"second"), None, time.perf_counter()).result(timeout=10)
     assert r.explanation == FakeAnalysis(b"second").explanation and fake.reason_calls == 2
 
 

@@ -79,7 +79,8 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     """Draw ``n`` (default ``opts.samples``) labelled utterances of ``split`` and turn them into examples for
     ``lm`` (a :class:`~affect_llm.llm.hf.TransformersLM`: its tokenizer and chat template)."""
     from ..config import PipelineConfig
-    from ..pipeline import Pipeline, _render_dialogue
+    from ..pipeline import Pipeline
+    from ..prompting import dialogue_text
     from .reasoner import AdapterInfo, Reasoner
     from .silver import silver_explanation
     from .soft_prompt import split_slot
@@ -103,8 +104,8 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
         d = dialogues[di]
         u = d.utterances[i]
         prefix = Dialogue(id=d.id, utterances=d.utterances[:i])
-        evidence, got, _, dialogue = pipe.gather(text=u.text, context=prefix, speaker=u.speaker)
-        emb = got.context_embedding
+        gathering = pipe.gather(text=u.text, context=prefix, speaker=u.speaker)
+        evidence, dialogue, emb = gathering.evidence, gathering.dialogue, gathering.findings.context_embedding
         if rng.random() < opts.speech_share:
             evidence = as_speech(evidence, u)
         if rng.random() < opts.drop_context:
@@ -113,7 +114,7 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
             emb = None
         soft = placeholder if emb is not None else None
         ev_text = evidence.render()
-        tasks = [("label", messages_of.label_messages(ev_text, _render_dialogue(dialogue), soft is not None), "",
+        tasks = [("label", messages_of.label_messages(ev_text, dialogue_text(dialogue), soft is not None), "",
                   u.label)]  # fmt: skip
         if rng.random() < opts.explain_share:
             msgs, start = messages_of.explain_messages(evidence, u.label, ev_text, soft is not None)
