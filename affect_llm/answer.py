@@ -62,7 +62,7 @@ def checked_sentences(text: str, analysis: Analysis) -> list[str]:
 
 
 def _cue_lines(analysis: Analysis, ids: list[str]) -> list[str]:
-    from .llm.silver import cue_sentence
+    from .cue_sentences import cue_sentence
 
     by_id = {c.id: c for c in analysis.cues}
     return [cue_sentence(by_id[i], analysis.label) for i in ids if i in by_id]
@@ -111,7 +111,7 @@ def grounded(analysis: Analysis, question: str) -> str:
 
 def _would_change(analysis: Analysis, other: str, present: dict[Modality, object]) -> str:
     from .cues.face import PROTOTYPE_WORDS
-    from .llm.silver import LEXICON
+    from .cue_sentences import LEXICON
 
     parts = []
     if Modality.speech in present:

@@ -278,7 +278,7 @@ def train_context(
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
     try:
-        from .context.train import TrainOptions, train
+        from .training.context import TrainOptions, train
 
         opts = TrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/context-{dataset}"),
                             epochs=epochs, batch_dialogues=batch, lr=lr, patience=patience, max_minutes=max_minutes,
@@ -304,7 +304,7 @@ def train_reasoner(
     samples: int = typer.Option(2000, "--samples", help="train utterances drawn (seeded) from the train split"),
     explain_share: float = typer.Option(0.35, "--explain-share", help="share that also trains the explanation"),
     media_examples: int = typer.Option(0, "--media-examples", help="add N media-shaped examples (sampled face and "
-                                       "voice cues, alone and joined with the drawn utterances; llm/synthetic.py)"),
+                                       "voice cues, alone and joined with the drawn utterances; training/synthetic.py)"),
     batch: int = typer.Option(8, "--batch"),
     lr: float = typer.Option(4e-4, "--lr", help="LoRA learning rate (the projector's is --projector-lr)"),
     projector_lr: float = typer.Option(1e-3, "--projector-lr"),
@@ -320,7 +320,7 @@ def train_reasoner(
     """Train the reasoning LLM's LoRA adapter and soft-prompt projector on the train split (label + silver
     explanations). Rerunning the same command resumes from OUT/checkpoint."""
     try:
-        from .llm.train import ReasonerTrainOptions, train
+        from .training.reasoner import ReasonerTrainOptions, train
 
         opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/reasoner-{dataset}"),
                                     context_model=dataset, samples=samples, explain_share=explain_share, batch=batch,
@@ -352,7 +352,7 @@ def train_fusion(
     """Fit the probability fusion on dev: every utterance through the pipeline (text + its earlier dialogue),
     cross-fitted scores reported, then fitted on all of dev."""
     try:
-        from .context.fusion_fit import FusionFitOptions, fit
+        from .training.fusion import FusionFitOptions, fit
 
         opts = FusionFitOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_file or f"adapters/fusion-{dataset}.json"),
                                 work_dir=str(work_dir), limit=limit, seed=seed, context_model=context_model)  # fmt: skip

@@ -35,8 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .evidence import Evidence, cited_ids
-from .metrics.faithfulness import _QUOTED as _QUOTE  # one definition of a quote and of its plain words
-from .metrics.faithfulness import _plain
+from .metrics.faithfulness import QUOTED as _QUOTE  # one definition of a quote and of its plain words
+from .metrics.faithfulness import plain_words
 from .textnorm import normalize
 from .types import Cue, Modality
 
@@ -94,10 +94,10 @@ def misquotes(sentence: str, cues: Sequence[Cue]) -> list[str]:
     the sentence cites none). A trailing "..." of a shortened quote is ignored."""
     by_id = {c.id: c for c in cues}
     cited = [by_id[i] for i in cited_ids(sentence) if i in by_id] or list(cues)
-    texts = [f" {_plain(c.text)} " for c in cited]
+    texts = [f" {plain_words(c.text)} " for c in cited]
     bad = []
     for q in _QUOTE.findall(normalize(sentence)):
-        p = _plain(q.replace("...", " ").replace("…", " "))
+        p = plain_words(q.replace("...", " ").replace("…", " "))
         if p and not any(f" {p} " in t for t in texts):
             bad.append(q)
     return bad
@@ -188,7 +188,7 @@ def _voice_strength(cue: Cue) -> float:
 def strongest_cues(cues: Sequence[Cue], label: str) -> dict[Modality, Cue]:
     """Per present modality, the cue an explanation of ``label`` must mention (see the module docstring). Cues
     that say a face was not visible do not count as a present face."""
-    from .llm.silver import _said, emotion_words
+    from .cue_sentences import emotion_words, said_text
 
     out: dict[Modality, Cue] = {}
     groups: dict[Modality, list[Cue]] = {}
@@ -200,9 +200,9 @@ def strongest_cues(cues: Sequence[Cue], label: str) -> dict[Modality, Cue]:
             if seen:
                 out[m] = max(seen, key=_face_strength)
         elif m in (Modality.speech, Modality.text):
-            spoken = [c for c in group if _said(c)]
+            spoken = [c for c in group if said_text(c)]
             if spoken:
-                out[m] = max(spoken, key=lambda c: len(emotion_words(_said(c), label)))
+                out[m] = max(spoken, key=lambda c: len(emotion_words(said_text(c), label)))
         elif m == Modality.prosody:
             out[m] = max(group, key=_voice_strength)
         else:
@@ -238,7 +238,7 @@ def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], ope
     """Keep the sentences of ``text`` that pass every check (and the support rule), then add a sentence from
     each present modality's strongest cue that no kept sentence cites. ``opening`` ("The speaker feels joy.")
     is kept as the first sentence; ``distributions`` (per modality) say whether the kinds of evidence agree."""
-    from .llm.silver import agreement_sentence, cue_sentence
+    from .cue_sentences import agreement_sentence, cue_sentence
     from .metrics.faithfulness import check_sentences
 
     cues = list(evidence.cues)

@@ -187,7 +187,7 @@ class Pipeline:
         shipped for the context model in use)."""
         with self._loader_lock("fusion"):
             if self._fusion is None:
-                from .context.model import adapters_dir
+                from .runtime import adapters_dir
                 from .fusion import ProbabilityFusion
 
                 ref = self.config.context.fusion

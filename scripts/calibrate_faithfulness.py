@@ -15,7 +15,7 @@ import numpy as np
 
 from affect_llm.cues import face, prosody
 from affect_llm.evidence import Evidence
-from affect_llm.llm.silver import silver_explanation
+from affect_llm.training.silver import silver_explanation
 from affect_llm.metrics import faithfulness as F
 from affect_llm.types import Cue, Modality
 

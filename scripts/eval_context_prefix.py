@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from affect_llm.context.model import ContextModel, default_path
-from affect_llm.context.train import evaluate
+from affect_llm.training.context import evaluate
 from affect_llm.data import Dialogue, load_dataset
 from affect_llm.metrics import accuracy, expected_calibration_error, weighted_f1
 

@@ -108,7 +108,7 @@ def main() -> None:
         out.write_text(json.dumps(report, indent=2) + "\n")
         adapter = reasoners["tuned"].adapter.path if "tuned" in reasoners else None
         if adapter is not None and out.resolve().parent == adapter.resolve():
-            from affect_llm.llm.train import write_card
+            from affect_llm.training.reasoner import write_card
 
             print(f"model card: {write_card(adapter)}")
 

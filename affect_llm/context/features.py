@@ -16,7 +16,7 @@ class SentenceEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from ..llm.hf import quiet_transformers
+        from ..runtime import quiet_transformers
 
         quiet_transformers()
         r = models.resolve(ref, kind="text-embedding")

@@ -13,7 +13,6 @@ folder holds only what training changed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,24 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
+from ..runtime import adapters_dir, quiet_transformers
 from ..data import Dialogue
 from ..errors import InputError, ModelNotFound
 from ..textnorm import normalize
 from .broad_mamba import BroadMamba, BroadMambaConfig
 
-_PKG = Path(__file__).resolve().parents[1]
-
-
-def adapters_dir() -> Path:
-    """The shipped adapters: the repository's ``adapters/`` (an editable install) or ``affect_llm/_adapters`` inside
-    the wheel; ``AFFECT_LLM_ADAPTERS`` points elsewhere."""
-    env = os.environ.get("AFFECT_LLM_ADAPTERS")
-    if env:
-        return Path(env)
-    for candidate in (_PKG.parent / "adapters", _PKG / "_adapters"):
-        if candidate.is_dir():
-            return candidate
-    return _PKG.parent / "adapters"
 
 
 @dataclass
@@ -78,7 +65,6 @@ class ContextModel(nn.Module):
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModel, AutoTokenizer
 
-        from ..llm.hf import quiet_transformers
 
         quiet_transformers()
         self.cfg = cfg
@@ -171,7 +157,7 @@ class ContextModel(nn.Module):
         if not hasattr(self.encoder, "save_pretrained") or not hasattr(self.encoder, "peft_config"):
             raise ValueError("only a model being trained (LoRA not merged) can be saved")
         self.encoder.save_pretrained(str(path / "encoder_lora"))
-        _tidy_peft_folder(path / "encoder_lora", self.cfg.encoder)
+        tidy_peft_folder(path / "encoder_lora", self.cfg.encoder)
         save_file({k: v.contiguous() for k, v in self.mamba.state_dict().items()}, str(path / "broad_mamba.safetensors"))
         cfg = asdict(self.cfg)
         cfg["broad_mamba"] = asdict(self.mamba.cfg)
@@ -205,7 +191,7 @@ def fingerprint(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _tidy_peft_folder(folder: Path, encoder: str) -> None:
+def tidy_peft_folder(folder: Path, encoder: str) -> None:
     """peft writes this machine's cache path as the base model and a boilerplate card: name the upstream model
     instead (the base is always resolved through the registry on load) and keep the one card we write."""
     cfg_path = folder / "adapter_config.json"

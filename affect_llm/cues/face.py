@@ -24,17 +24,14 @@ hamilton.mp4), not a trained AU regressor: treat intensities as ordinal.
 from __future__ import annotations
 
 import math
-import os
-import sys
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
 
 from .. import models
+from ..runtime import quiet_native_stderr
 from ..config import FaceOptions
 from ..media import Frame
 from ..types import Cue, Modality
@@ -335,41 +332,6 @@ class ExpressionModel:
             p = np.exp(p - p.max())
             p /= p.sum()
         return {label: round(float(v), 4) for label, v in zip(EXPRESSIONS, p)}
-
-
-_stderr_lock = threading.Lock()
-_stderr_users = 0
-_stderr_saved: int | None = None
-
-
-@contextmanager
-def quiet_native_stderr(active: bool = True) -> Iterator[None]:
-    """Silence file descriptor 2 (native libraries' logging) unless AFFECT_LLM_DEBUG is set.
-
-    fd 2 belongs to the whole process, so the redirection is shared: the first thread in saves the real stderr
-    and points fd 2 at /dev/null, the last one out restores it (two threads that each saved "the current" fd 2
-    would otherwise leave the process writing to /dev/null for good)."""
-    global _stderr_users, _stderr_saved
-    if not active or os.environ.get("AFFECT_LLM_DEBUG"):
-        yield
-        return
-    with _stderr_lock:
-        if _stderr_users == 0:
-            sys.stderr.flush()
-            _stderr_saved = os.dup(2)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            os.close(null)
-        _stderr_users += 1
-    try:
-        yield
-    finally:
-        with _stderr_lock:
-            _stderr_users -= 1
-            if _stderr_users == 0 and _stderr_saved is not None:
-                os.dup2(_stderr_saved, 2)
-                os.close(_stderr_saved)
-                _stderr_saved = None
 
 
 def _landmarker(ref: str, max_faces: int):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import models
+from ..runtime import quiet_transformers
 from ..threads import CoreMonitor
 from . import invariant
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
@@ -113,19 +112,6 @@ def resolve_dtype(dtype: str, device: "torch.device | None" = None):
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
-
-
-def quiet_transformers() -> None:
-    """No progress bars or warnings from transformers on our users' terminals."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    # peft asks transformers a deprecated question on every get_peft_model; not our users' business
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    # transformers 5.x renames forward(past_key_values=) to cache=; the old name works on every version we support
-    warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated.*", category=FutureWarning)
 
 
 class TransformersLM(ChatPrompting):

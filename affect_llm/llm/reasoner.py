@@ -59,7 +59,7 @@ def resolve_adapter(opts: ReasonerOptions) -> AdapterInfo | None:
     """The adapter ``opts.adapter`` names: None for the base model; 'auto' is the shipped default when the LLM
     is the base it was trained on and the label set is the one it answers with (and nothing otherwise: another
     label set, e.g. EmoryNLP's, gets the base model, which the shipped fusion for it was fitted on)."""
-    from ..context.model import adapters_dir
+    from ..runtime import adapters_dir
 
     ref = opts.adapter
     if ref is None or ref.lower() == "none":

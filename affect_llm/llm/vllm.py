@@ -45,7 +45,8 @@ import numpy as np
 
 from .. import models
 from ..errors import BackendError, ModelNotFound
-from .hf import ChatPrompting, GenerationRequest, Message, quiet_transformers
+from ..runtime import quiet_transformers
+from .hf import ChatPrompting, GenerationRequest, Message
 from .soft_prompt import Prompt, prompt_embeddings
 
 #: the environment variable naming a Python that can ``import vllm`` (default: see :func:`vllm_python`)

@@ -42,7 +42,7 @@ utterances as T-cues; P-cues from ``cues.prosody.describe`` on measurements samp
 subdued, plain, sharp); F-cues from ``cues.face.describe`` on AUs sampled from 5 profiles (smile, frown,
 startle, downcast, blank), half with the main-face prefix; D-cues in the pipeline's "context model over N
 earlier utterances: joy 0.61, …" form. Supported sentences: the one-cue sentences of
-``llm.silver.silver_explanation`` (320; they quote or copy their cue) and 132 hand-written paraphrases that
+``training.silver.silver_explanation`` (320; they quote or copy their cue) and 132 hand-written paraphrases that
 share no content word with their cue (32 of T-cues, 40 P, 40 F, 20 D). Mismatches: each sentence with its id
 pointed at the same kind of cue of another example (another profile with no shared AU or direction, another
 top label, another utterance), and every T sentence against all 79 other utterances. Shares judged supported:
@@ -172,7 +172,8 @@ _GENERIC_STEMS = _stems(_GENERIC)
 _EMOTION_STEMS = _stems(_EMOTION)
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+\d+|[a-z]+(?:'[a-z]+)?")
 _ID_SPAN = re.compile(r"\[?\b[SPFCTD]\d{1,3}\b\]?")
-_QUOTED = re.compile(r'"([^"]+)"')
+#: a quotation in an explanation: the words between straight double quotes
+QUOTED = re.compile(r'"([^"]+)"')
 _PLAIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -249,16 +250,17 @@ def normalize_lines(text: str) -> list[str]:
     return lines
 
 
-def _plain(text: str) -> str:
+def plain_words(text: str) -> str:
+    """``text`` lowercased, as its words and numbers only, single-spaced (how quotes are compared with cues)."""
     return " ".join(_PLAIN.findall(normalize(text).lower()))
 
 
 def quotes_in(sentence: str, cue_texts: Iterable[str]) -> list[str]:
     """The double-quoted spans of ``sentence`` that occur word for word in one of ``cue_texts``."""
-    cues = [f" {_plain(t)} " for t in cue_texts]
+    cues = [f" {plain_words(t)} " for t in cue_texts]
     found = []
-    for q in _QUOTED.findall(normalize(sentence)):
-        p = _plain(q.rstrip(". "))
+    for q in QUOTED.findall(normalize(sentence)):
+        p = plain_words(q.rstrip(". "))
         if p and any(f" {p} " in c for c in cues):
             found.append(q)
     return found

@@ -44,7 +44,7 @@ class ReasonerTrainOptions:
     explain_share: float = 0.35  # share of them that also train the explanation
     drop_context: float = 0.15  # share trained without D1 and the soft prompt
     speech_share: float = 0.4  # share whose words come as speech cues (S1, S2 … with times), as from a clip
-    media_examples: int = 0  # media-shaped examples added (llm.synthetic: sampled face and voice cues)
+    media_examples: int = 0  # media-shaped examples added (training.synthetic: sampled face and voice cues)
     epochs: int = 1
     batch: int = 8
     lr: float = 4e-4
@@ -81,9 +81,9 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     from ..config import PipelineConfig
     from ..pipeline import Pipeline
     from ..prompting import dialogue_text
-    from .reasoner import AdapterInfo, Reasoner
+    from ..llm.reasoner import AdapterInfo, Reasoner
     from .silver import silver_explanation
-    from .soft_prompt import split_slot
+    from ..llm.soft_prompt import split_slot
 
     rng = random.Random(opts.seed)
     dialogues = load_dataset(opts.dataset, split, opts.data_dir)
@@ -132,7 +132,7 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
 
 
 def _media(opts: ReasonerTrainOptions, messages_of, tokenizer, eos: int, utterances) -> list[Example]:
-    """The media-shaped examples (:func:`affect_llm.llm.synthetic.media_examples`) joined with the drawn train
+    """The media-shaped examples (:func:`affect_llm.training.synthetic.media_examples`) joined with the drawn train
     utterances: a label task where the evidence determines the label, and an explanation task for each, written
     for the label the evidence shows (no dialogue, no soft prompt: a clip's face and voice alone or with words)."""
     from .synthetic import media_examples
@@ -156,7 +156,7 @@ def _media(opts: ReasonerTrainOptions, messages_of, tokenizer, eos: int, utteran
 
 
 def _plain_ids(tokenizer, text: str) -> list[int]:
-    from .soft_prompt import split_slot
+    from ..llm.soft_prompt import split_slot
 
     return split_slot(tokenizer, text, None).ids
 
@@ -213,7 +213,7 @@ def _batches(examples: list[Example], batch: int, rng: random.Random) -> list[li
 def example_losses(model, projector, examples: list[Example]) -> torch.Tensor:
     """Per-example mean token cross-entropy of the targets (so a one-word label counts as much as an explanation).
     The LM head runs only at the target positions."""
-    from .soft_prompt import Prompt, prompt_embeddings
+    from ..llm.soft_prompt import Prompt, prompt_embeddings
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     embed = base.get_input_embeddings()
@@ -264,8 +264,8 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     )
     from safetensors.torch import load_file
 
-    from .hf import TransformersLM, cpu_has_bf16
-    from .soft_prompt import ProjectorConfig, SoftPromptProjector, embedding_rms
+    from ..llm.hf import TransformersLM, cpu_has_bf16
+    from ..llm.soft_prompt import ProjectorConfig, SoftPromptProjector, embedding_rms
 
     console = console or Console(stderr=True)
     if opts.threads:
@@ -364,9 +364,9 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    from ..context.model import _tidy_peft_folder
+    from ..context.model import tidy_peft_folder
 
-    _tidy_peft_folder(out, opts.llm)
+    tidy_peft_folder(out, opts.llm)
     projector.save(out)
     from .. import models
 
@@ -427,7 +427,7 @@ base; `--adapter none` gives the base model; `--adapter PATH` any adapter folder
 (`adapter_config.json`, `adapter_model.safetensors`, `projector.json`, `projector.safetensors`, `reasoner.json`).
 
 **Tasks.** Label: the label prompt the pipeline scores (target: the gold label word). Explanation: the
-explanation prompt told the gold label (target: a silver explanation, `affect_llm/llm/silver.py`, that cites only
+explanation prompt told the gold label (target: a silver explanation, `affect_llm/training/silver.py`, that cites only
 cues in that example's own evidence — the words [T1], the dialogue model's reading [D1] — in the style of EMER's
 gold reasons, "Therefore, the speaker's emotional state is …"). EMER's own reasons are not trained on: they
 describe video and audio this data has no cues for, and would teach citing what is not there.

@@ -1,21 +1,21 @@
-"""Silver explanations: training targets for the reasoner, written from an example's own evidence.
+"""Plain-word sentences about cues: what a cue shows, in words a reader checks against it.
 
-Every sentence cites a cue that is in that example's evidence and says only what that cue shows: the words
-actually said (quoted, with the emotion-bearing words found in them), the dialogue model's reading, a voice or
-face cue's own text. Nothing is cited that is not there. The closing line follows EMER's gold explanations
-("Therefore, it is inferred that ...").
+Each sentence cites the cue it is written from and says only what that cue holds: the words actually said
+(quoted, with the emotion-bearing words found in them), the dialogue model's reading, the face in plain words
+("the cheeks rise and the lip corners pull up (AU6, AU12): a smile"), a voice or scene cue's own text; and
+whether the modalities' distributions agree. The explanation check adds them for a modality an explanation
+left out (:mod:`affect_llm.explanation`), follow-up answers use them (:mod:`affect_llm.answer`), and the
+reasoner's silver training targets are composed of them (:mod:`affect_llm.training.silver`).
 
-    >>> silver_explanation(evidence, "joy")
-    'In [T1] they say "Oh, that's great!", an exclamation; "great" sounds pleased. [D1] The conversation so far
-     points the same way (joy 0.61). Therefore, the speaker's emotional state is joy.'
+    >>> cue_sentence(cue, "joy")
+    'In [T1] they say "Oh, that's great!", an exclamation; "great" sounds pleased.'
 """
 
 from __future__ import annotations
 
 import re
 
-from ..evidence import Evidence
-from ..types import Cue, Modality
+from .types import Cue, Modality
 
 #: words that carry an emotion in conversational English (a small hand-made lexicon; matched as whole words)
 LEXICON: dict[str, tuple[str, list[str]]] = {
@@ -74,7 +74,7 @@ def _form(text: str) -> str | None:
     return None
 
 
-def _words_sentence(cue: Cue, label: str, said: str) -> str:
+def words_sentence(cue: Cue, label: str, said: str) -> str:
     verb = "they say" if cue.modality == Modality.text else "the speaker says"
     parts = [f'In [{cue.id}] {verb} "{_quote(said)}"']
     form = _form(said)
@@ -90,7 +90,7 @@ def _words_sentence(cue: Cue, label: str, said: str) -> str:
     return "; ".join(parts) + "."
 
 
-def _context_sentence(cue: Cue, label: str) -> str:
+def context_sentence(cue: Cue, label: str) -> str:
     dist = cue.value if isinstance(cue.value, dict) else {}
     # D1 reads the earlier utterances, or only the analysed one when no dialogue was given
     what = "The context model, reading the utterance alone," if "no dialogue given" in cue.text else "The conversation so far"
@@ -107,7 +107,7 @@ def _face_sentence(cue: Cue) -> str:
     """The face cue in plain words: its strongest action and the prototype it makes, and the expression model's
     reading, e.g. 'In [F1] the cheeks rise and the lip corners pull up (AU6, AU12): a smile; the expression
     model reads happy 0.58.'"""
-    from ..cues.face import AU_NAMES, EXPRESSIONS, plain_face
+    from .cues.face import AU_NAMES, EXPRESSIONS, plain_face
 
     value = cue.value if isinstance(cue.value, dict) else {}
     if not any(a in value for a in AU_NAMES):
@@ -131,11 +131,11 @@ def cue_sentence(cue: Cue, label: str) -> str:
     """One sentence that says what ``cue`` shows, citing it (the building block of silver explanations and of
     :func:`affect_llm.explanation.repair`)."""
     if cue.modality in (Modality.text, Modality.speech):
-        return _words_sentence(cue, label, _said(cue))
+        return words_sentence(cue, label, said_text(cue))
     if cue.modality == Modality.face:
         return _face_sentence(cue)
     if cue.modality == Modality.context:
-        return _context_sentence(cue, label)
+        return context_sentence(cue, label)
     return _other_sentence(cue)
 
 
@@ -165,21 +165,7 @@ def agreement_sentence(distributions: dict[str, dict[str, float]] | None) -> str
     return f"{joined} {'point the same way' if len(set(tops.values())) == 1 else 'do not point the same way'}."
 
 
-def _said(cue: Cue) -> str:
+def said_text(cue: Cue) -> str:
     """The words of a T- or S-cue (its quoted text, without the recogniser's confidence)."""
     m = re.match(r'\s*"(.*)"', cue.text, re.S)
     return (m.group(1) if m else cue.text).strip()
-
-
-def silver_explanation(evidence: Evidence, label: str, max_other: int = 2, max_spoken: int = 2) -> str:
-    """A short explanation of ``label`` from ``evidence`` that cites only its cues (see the module docstring)."""
-    sentences = []
-    spoken = [c for c in evidence.cues if c.modality in (Modality.text, Modality.speech) and _said(c)]
-    with_words = [c for c in spoken if emotion_words(_said(c), label)]
-    for cue in (with_words or spoken)[:max_spoken]:
-        sentences.append(_words_sentence(cue, label, _said(cue)))
-    others = [c for c in evidence.cues if c.modality in (Modality.prosody, Modality.face, Modality.scene)]
-    sentences += [cue_sentence(c, label) for c in others[:max_other]]
-    sentences += [_context_sentence(c, label) for c in evidence.cues if c.modality == Modality.context]
-    sentences.append(f"Therefore, the speaker's emotional state is {label}.")
-    return " ".join(sentences)

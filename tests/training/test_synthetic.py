@@ -1,10 +1,10 @@
-"""Media-shaped training examples (affect_llm.llm.synthetic): the project's own textualizers on sampled AU and
+"""Media-shaped training examples (affect_llm.training.synthetic): the project's own textualizers on sampled AU and
 prosody patterns; labels only where the evidence determines one; explanations that pass every truth check."""
 
 from affect_llm.config import MELD_LABELS
 from affect_llm.cues import face
 from affect_llm.evidence import cited_ids
-from affect_llm.llm.synthetic import media_examples
+from affect_llm.training.synthetic import media_examples
 from affect_llm.metrics.faithfulness import check_sentences, truth_checks
 
 UTTERANCES = [("I hate this, get out!", "anger"), ("See you tomorrow.", "neutral"), ("We won! We won!", "joy"),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..data import Dialogue, dataset_labels, load_dataset
 from ..metrics import accuracy, expected_calibration_error, per_class_f1, weighted_f1
-from .model import ContextModel, ContextModelConfig
+from ..context.model import ContextModel, ContextModelConfig
 
 
 @dataclass

@@ -17,7 +17,7 @@ These examples show it the cue texts it meets on media:
   and the words do not point the same way).
 
 :func:`media_examples` returns :class:`SyntheticExample` records: the evidence, the label (or None) and the
-silver explanation (:func:`affect_llm.llm.silver.silver_explanation` plus the agreement sentence). Deterministic
+silver explanation (:func:`affect_llm.training.silver.silver_explanation` plus the agreement sentence). Deterministic
 for a seed.
 """
 
@@ -30,7 +30,8 @@ from ..cues import face as face_stage
 from ..cues import prosody as prosody_stage
 from ..evidence import Evidence
 from ..types import Cue, Modality
-from .silver import agreement_sentence, silver_explanation
+from ..cue_sentences import agreement_sentence
+from .silver import silver_explanation
 
 #: resting-face noise: what neutral faces read on each AU (0-5 scale)
 REST = (0.0, 0.8)

@@ -40,7 +40,7 @@ def _weights(folder: Path) -> dict:
 def test_examples_match_the_pipeline_prompts():
     from affect_llm.evidence import cited_ids
     from affect_llm.llm.hf import TransformersLM
-    from affect_llm.llm.train import ReasonerTrainOptions, build_examples
+    from affect_llm.training.reasoner import ReasonerTrainOptions, build_examples
 
     lm = TransformersLM("smollm2-135m", dtype="float32")
     tok = lm.tokenizer
@@ -117,7 +117,7 @@ def test_media_examples_join_the_training_set():
     evidence determines the label, every explanation target citing only its own cues."""
     from affect_llm.evidence import cited_ids
     from affect_llm.llm.hf import TransformersLM
-    from affect_llm.llm.train import ReasonerTrainOptions, build_examples
+    from affect_llm.training.reasoner import ReasonerTrainOptions, build_examples
 
     lm = TransformersLM("smollm2-135m", dtype="float32")
     tok = lm.tokenizer
