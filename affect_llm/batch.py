@@ -315,7 +315,7 @@ def _worker_analyze(blob: bytes) -> list[dict]:
 
 def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
     """``opts.workers`` spawned processes, each a whole pipeline on its share of the cores; measured on 2 cores,
-    two one-thread pipelines side by side do more than one two-thread pipeline (README, Batch)."""
+    two one-thread pipelines side by side do more than one two-thread pipeline (docs/batch.md)."""
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // opts.workers)
