@@ -247,9 +247,9 @@ class Pipeline:
 
     def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Findings", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
-        mo = self.config.media
+        media_opts = self.config.media
         with timer("probe"):
-            info = media.probe(path, mo.max_duration)
+            info = media.probe(path, media_opts.max_duration)
         found = Findings()
         audio = self._decode_audio(path, found, timer) if info.has_audio else None
         if not info.has_audio:
@@ -274,9 +274,9 @@ class Pipeline:
 
     def _decode_audio(self, path: str | Path, found: "Findings", timer: Timer) -> media.Audio | None:
         """The audio track, or None (with a note) when it is silent."""
-        mo = self.config.media
+        media_opts = self.config.media
         with timer("decode_audio"):
-            audio = media.load_audio(path, mo.sample_rate, mo.max_duration)
+            audio = media.load_audio(path, media_opts.sample_rate, media_opts.max_duration)
         found.notes += audio.warnings
         if audio.samples.size == 0 or float(np.max(np.abs(audio.samples))) < SILENCE_PEAK:
             found.transcript = Transcript(text="")
@@ -311,16 +311,16 @@ class Pipeline:
     def _start_video(self, path: str | Path, found: "Findings", timer: Timer) -> Future | None:
         """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
         transcript, and MediaPipe, CTranslate2 and torch all release the GIL, so this overlaps ASR."""
-        fo = self.config.face
+        face_opts = self.config.face
         with timer("load_clip"):
             matcher = self.scene_matcher()
         if matcher is None:
             from .cues.clip import NO_MODEL_NOTE
 
             found.note_missing([Modality.scene], NO_MODEL_NOTE)
-        if not fo.enabled:
+        if not face_opts.enabled:
             found.note_missing([Modality.face], "face analysis is turned off")
-        if matcher is None and not fo.enabled:
+        if matcher is None and not face_opts.enabled:
             return None
         pool = ThreadPoolExecutor(1, thread_name_prefix="video")
         future = pool.submit(self._video_models, path, matcher, timer)
@@ -330,25 +330,26 @@ class Pipeline:
     def _video_models(self, path: str | Path, matcher, timer: Timer):
         from .cues import face as face_stage
 
-        fo, so = self.config.face, self.config.scene
-        fps = max(fo.fps if fo.enabled else 0.0, so.fps if matcher is not None else 0.0)
+        face_opts, scene_opts = self.config.face, self.config.scene
+        fps = max(face_opts.fps if face_opts.enabled else 0.0, scene_opts.fps if matcher is not None else 0.0)
         scene_frames: list[media.Frame] = []
         next_scene_t = 0.0
         problems: list[str] = []  # this thread's own notes, joined into the analysis in _video_cues
 
         def frames():  # one decoding pass; CLIP keeps every frame due at its own (lower) rate
             nonlocal next_scene_t
-            for f in media.iter_frames(path, fps=fps, max_side=fo.max_side, max_duration=self.config.media.max_duration,
+            for f in media.iter_frames(path, fps=fps, max_side=face_opts.max_side,
+                                       max_duration=self.config.media.max_duration,
                                        warnings=problems):  # fmt: skip
                 if matcher is not None and f.t + 1e-6 >= next_scene_t:
                     scene_frames.append(f)
-                    next_scene_t = f.t + 1.0 / so.fps
+                    next_scene_t = f.t + 1.0 / scene_opts.fps
                 yield f
 
         detections = None
-        if fo.enabled:
+        if face_opts.enabled:
             with timer("face"):
-                detections = face_stage.detect_faces(frames(), fo)
+                detections = face_stage.detect_faces(frames(), face_opts)
         else:
             with timer("decode_video"):
                 for _ in frames():
@@ -370,8 +371,9 @@ class Pipeline:
         found.notes += problems
         spans = [(s.start, s.end) for s in found.transcript.segments] if found.transcript else []
         if detections is not None:
-            fo = self.config.face
-            track = face_stage.build_track(detections.per_frame, detections.times, fo, spans or None, detections.models)
+            face_opts = self.config.face
+            track = face_stage.build_track(detections.per_frame, detections.times, face_opts, spans or None,
+                                           detections.models)  # fmt: skip
             found.cues += face_stage.face_cues(track, spans or None)
             found.timeline["face"] = face_stage.timeline(track)
             if not track.face_found:
@@ -548,8 +550,8 @@ class Pipeline:
         """The label stage: the LLM's label scores, the fusion, the label; what the explanation will need."""
         evidence, found, info, dialogue = g.evidence, g.findings, g.media, g.dialogue
         t0 = started if started is not None else time.perf_counter()
-        ro = self.config.reasoner
-        models_used = {"llm": ro.model}
+        reasoner_opts = self.config.reasoner
+        models_used = {"llm": reasoner_opts.model}
         if info is not None and info.has_audio:
             models_used["asr"] = self.config.speech.model
         if "face" in found.timeline:
@@ -565,7 +567,7 @@ class Pipeline:
         llm_context = prompting.dialogue_text(dialogue)
         d = _Decision(g.source, evidence, found, info, timer, t0, evidence_text, models_used)
         if not evidence.cues:
-            labels = ro.labels
+            labels = reasoner_opts.labels
             d.probs = {lab: 1.0 / len(labels) for lab in labels}
             d.label = "neutral" if "neutral" in labels else labels[0]
             d.distributions = dict(found.distributions)
@@ -573,8 +575,9 @@ class Pipeline:
         reasoner = self.reasoner(timer)
         if reasoner.adapter is not None:
             models_used["adapter"] = str(reasoner.adapter.path)
-        cm = self._context_model
-        soft = reasoner.soft_prompt(found.context_embedding, self.config.context.model, getattr(cm, "fingerprint", None))
+        context_model = self._context_model
+        soft = reasoner.soft_prompt(found.context_embedding, self.config.context.model,
+                                    getattr(context_model, "fingerprint", None))  # fmt: skip
         if soft is None and reasoner.projector is not None and found.context_embedding is not None:
             evidence.notes.append("no soft prompt: the reasoner's projector reads another context model's "
                                   "embeddings")  # fmt: skip
@@ -584,11 +587,11 @@ class Pipeline:
             with timer("label"):
                 d.distributions = {"llm": reasoner.label_distribution(evidence_text, llm_context, soft), **d.distributions}
         try:
-            decision = decide(d.distributions, list(ro.labels), has_words=has_words, fusion=self.fusion())
+            decision = decide(d.distributions, list(reasoner_opts.labels), has_words=has_words, fusion=self.fusion())
         except InputError as e:  # e.g. only distributions on another label set
             evidence.notes.append(f"no label decision from the distributions: {e}")
-            decision = Decision("neutral" if "neutral" in ro.labels else ro.labels[0],
-                                {lab: 1.0 / len(ro.labels) for lab in ro.labels}, reason=str(e))  # fmt: skip
+            decision = Decision("neutral" if "neutral" in reasoner_opts.labels else reasoner_opts.labels[0],
+                                {lab: 1.0 / len(reasoner_opts.labels) for lab in reasoner_opts.labels}, reason=str(e))  # fmt: skip
         unfused = {m: why for m, why in decision.left_out.items() if m != "fusion" and (m not in VERBAL or has_words)}
         if "fusion" in decision.left_out:  # nothing matched the fusion's inputs (e.g. another dataset's label set)
             who = "the LLM" if decision.used == ("llm",) else f"the {'/'.join(decision.used)}"

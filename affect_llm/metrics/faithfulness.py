@@ -37,29 +37,8 @@ What this cannot see: a claim that reuses a cue's words but inverts them ("[P1] 
 louder …") counts as supported, and a claim whose only content is an emotion label ("[D1] points to joy")
 is unsupported (numbers such as "(joy 0.61)" do count).
 
-**Calibration** (2026-11-25, the embedded all-MiniLM-L6-v2; `scripts/calibrate_faithfulness.py`). Cues made with the project's own code: 80 MELD dev
-utterances as T-cues; P-cues from ``cues.prosody.describe`` on measurements sampled from 4 profiles (excited,
-subdued, plain, sharp); F-cues from ``cues.face.describe`` on AUs sampled from 5 profiles (smile, frown,
-startle, downcast, blank), half with the main-face prefix; D-cues in the pipeline's "context model over N
-earlier utterances: joy 0.61, …" form. Supported sentences: the one-cue sentences of
-``training.silver.silver_explanation`` (320; they quote or copy their cue) and 132 hand-written paraphrases that
-share no content word with their cue (32 of T-cues, 40 P, 40 F, 20 D). Mismatches: each sentence with its id
-pointed at the same kind of cue of another example (another profile with no shared AU or direction, another
-top label, another utterance), and every T sentence against all 79 other utterances. Shares judged supported:
-
-    rule                      silver  paraphrase  mismatched, same kind (silver form / paraphrase form)
-    quote or overlap ≥ 1/3     1.00      0.01        0.02 / 0.00;  T vs all other utterances 0.01
-    quote or any overlap       1.00      0.07        0.30 (P 0.44, F 0.62) / 0.04   (why the 1/3 share)
-    MiniLM cosine, T-cues:    own utterance: silver p10/p50 0.52/0.65, paraphrase 0.32/0.40;
-                              other utterances: p50/p90 0.22/0.31 (silver form), 0.17/0.25 (paraphrase form)
-    T: lexical or cos ≥ 0.30          0.91 of paraphrases;  false 0.131 (silver form), 0.030 (paraphrase form)
-    T: lexical or cos ≥ 0.35          0.81                        0.045                  0.011
-    T: lexical or cos ≥ 0.40          0.47                        0.022                  0.006
-    MiniLM cosine, other cues: P own 0.95 vs mismatched p50 0.83 (p90 0.86); F 0.98 vs 0.63 (0.78); D 0.54 vs
-                              0.40 (0.50); P/F paraphrases vs own cue p50 0.26-0.28: no usable threshold.
-
-0.35 keeps false support under 5 % against wrong utterances while accepting 4 in 5 paraphrases. Off by default:
-it loads MiniLM, and the lexical rules alone already accept every quoting or copying sentence.
+**Calibration** of the 1/3 overlap share and the 0.35 cosine: ``scripts/calibrate_faithfulness.py`` measures
+them; the measurement and its table are in ``docs/evaluation.md`` (Faithfulness calibration).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     pipe = Pipeline(cfg)
     info = AdapterInfo(Path(opts.out), opts.llm, opts.context_model, calibrate=False, seed_citation=False,
                        labels=labels)  # fmt: skip
-    messages_of = Reasoner(cfg.reasoner, lm=lm, adapter=info)  # the prompts the trained adapter will be given
+    prompts = Reasoner(cfg.reasoner, lm=lm, adapter=info)  # builds the prompts the trained adapter will be given
     tokenizer = lm.tokenizer
     placeholder = torch.zeros(opts.soft_tokens, 1)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -114,10 +114,10 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
             emb = None
         soft = placeholder if emb is not None else None
         ev_text = evidence.render()
-        tasks = [("label", messages_of.label_messages(ev_text, dialogue_text(dialogue), soft is not None), "",
+        tasks = [("label", prompts.label_messages(ev_text, dialogue_text(dialogue), soft is not None), "",
                   u.label)]  # fmt: skip
         if rng.random() < opts.explain_share:
-            msgs, start = messages_of.explain_messages(evidence, u.label, ev_text, soft is not None)
+            msgs, start = prompts.explain_messages(evidence, u.label, ev_text, soft is not None)
             tasks.append(("explain", msgs, start, " " + silver_explanation(evidence, u.label)))
         for task, msgs, start, target in tasks:
             text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
@@ -127,11 +127,11 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
             tgt = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
             out.append(Example(ids + tgt, len(ids), emb, task, u.id))
     if opts.media_examples:
-        out += _media(opts, messages_of, tokenizer, eos, [dialogues[di].utterances[i] for di, i in picked])
+        out += _media(opts, prompts, tokenizer, eos, [dialogues[di].utterances[i] for di, i in picked])
     return out
 
 
-def _media(opts: ReasonerTrainOptions, messages_of, tokenizer, eos: int, utterances) -> list[Example]:
+def _media(opts: ReasonerTrainOptions, prompts, tokenizer, eos: int, utterances) -> list[Example]:
     """The media-shaped examples (:func:`affect_llm.training.synthetic.media_examples`) joined with the drawn train
     utterances: a label task where the evidence determines the label, and an explanation task for each, written
     for the label the evidence shows (no dialogue, no soft prompt: a clip's face and voice alone or with words)."""
@@ -142,8 +142,8 @@ def _media(opts: ReasonerTrainOptions, messages_of, tokenizer, eos: int, utteran
     for k, x in enumerate(media_examples(opts.media_examples, pairs, seed=opts.seed)):
         ev_text = x.evidence.render()
         shown = x.label or x.explanation.rsplit(" is ", 1)[1].rstrip(".")
-        tasks = [("label", messages_of.label_messages(ev_text), "", x.label)] if x.label else []
-        msgs, start = messages_of.explain_messages(x.evidence, shown, ev_text)
+        tasks = [("label", prompts.label_messages(ev_text), "", x.label)] if x.label else []
+        msgs, start = prompts.explain_messages(x.evidence, shown, ev_text)
         tasks.append(("explain", msgs, start, " " + x.explanation))
         for task, msgs, start, target in tasks:
             ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
@@ -375,7 +375,8 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
             "context_fingerprint": _context_fingerprint(opts.context_model), "labels": labels,
             "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens}  # fmt: skip
     (out / "reasoner.json").write_text(json.dumps(meta, indent=2) + "\n")
-    record = {"options": asdict(opts), "examples": len(examples), "label_examples": n_label, "steps": step,
+    pool = sum(1 for d in load_dataset(opts.dataset, "train", opts.data_dir) for u in d.utterances if u.label)
+    record = {"options": asdict(opts), "pool": pool, "examples": len(examples), "label_examples": n_label, "steps": step,
               "stopped": stopped, "minutes": round(minutes, 2), "build_minutes": round(build_minutes, 2),
               "trainable_parameters": n_trainable, "bf16": use_bf16, "history": history,
               "machine": {"python": platform.python_version(), "torch": torch.__version__,
@@ -388,12 +389,24 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     return record
 
 
+def _upstream_name(ref: str) -> str:
+    """The base model's upstream name (``SmolLM2-135M-Instruct`` for the registry's ``smollm2-135m``), or ``ref``."""
+    from .. import models
+
+    try:
+        return models.get(ref).upstream.split("/")[-1] or ref
+    except Exception:  # noqa: BLE001 - a path or an HF id: named as given
+        return ref
+
+
 def write_card(folder: str | Path) -> Path:
     """``README.md`` beside the adapter, from ``reasoner.json``, ``training.json`` and (when measured)
     ``eval.json`` (scripts/eval_reasoner.py)."""
     folder = Path(folder)
     meta = json.loads((folder / "reasoner.json").read_text())
     rec = json.loads((folder / "training.json").read_text())
+    upstream = _upstream_name(meta["base"])
+    pool = f" {rec['pool']:,}" if rec.get("pool") else ""  # recorded by training runs since the record has it
     o = rec["options"]
     ev_path = folder / "eval.json"
     if ev_path.is_file():
@@ -411,7 +424,7 @@ sees it: text, earlier dialogue, D1 and the soft prompt; labels from the LLM's o
 |---|---|---|---|---|---|
 {rows}
 
-"Base" is SmolLM2-135M-Instruct zero-shot with contextual calibration (the base model's explanations are seeded
+"Base" is {upstream} zero-shot with contextual calibration (the base model's explanations are seeded
 with the first cue id, so they cite by construction); "tuned" is this adapter, uncalibrated, unseeded."""
     else:
         measured = "Not measured yet: run `scripts/eval_reasoner.py --out FOLDER/eval.json`."
@@ -419,7 +432,7 @@ with the first cue id, so they cite by construction); "tuned" is this adapter, u
     shown = folder.as_posix() if not folder.is_absolute() else f"adapters/{folder.name}"
     text = f"""# {folder.name}: LoRA adapter + soft-prompt projector for the reasoning LLM
 
-The reasoner's LoRA adapter (peft) for **{meta["base"]}** (SmolLM2-135M-Instruct, registry `{meta["base"]}`,
+The reasoner's LoRA adapter (peft) for **{meta["base"]}** ({upstream}, registry `{meta["base"]}`,
 GGUF sha256 `{meta["base_sha256"]}`), trained jointly with a projector that maps the `{meta["context_model"]}`
 context model's utterance embedding (Broad Mamba `[Z | H]`) to {meta["soft_tokens"]} soft-prompt vectors spliced
 into the prompt (`Conversation context (embedded): …`). Loaded by default (`--adapter auto`) when the LLM is its
@@ -432,8 +445,8 @@ cues in that example's own evidence — the words [T1], the dialogue model's rea
 gold reasons, "Therefore, the speaker's emotional state is …"). EMER's own reasons are not trained on: they
 describe video and audio this data has no cues for, and would teach citing what is not there.
 
-**Data.** {rec["options"]["dataset"].upper()} train: a seeded uniform sample of {o["samples"]} of its 9,989
-utterances (a subsample to fit the CPU budget), each with its earlier dialogue as context, as the pipeline builds
+**Data.** {rec["options"]["dataset"].upper()} train: a seeded uniform sample of {o["samples"]} of its{pool}
+labelled utterances (a subsample to fit the CPU budget), each with its earlier dialogue as context, as the pipeline builds
 it; {rec["label_examples"]} label and {rec["examples"] - rec["label_examples"]} explanation examples;
 {o["drop_context"]:.0%} of them without D1 and the soft prompt (so the adapter works without a dialogue model), and
 {o.get("speech_share", 0):.0%} with the words as a clip's speech cues (`S1`, `S2` … one per sentence over the utterance's own
