@@ -405,21 +405,10 @@ class _Progress:
     """A rich progress bar with rate, ETA and the error count."""
 
     def __init__(self, total: int, completed: int, name: str):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,  # fmt: skip
-        )
+        from .runtime import progress_bar
 
         self.errors = 0
-        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                          TimeRemainingColumn(), TextColumn("{task.fields[errors]}"),
-                          console=Console(stderr=True))  # fmt: skip
+        self.p = progress_bar("rate", "errors")
         self.t0 = time.perf_counter()
         self.start = completed
         self.task = self.p.add_task(name, total=total, completed=completed, rate="", errors="")

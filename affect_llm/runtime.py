@@ -73,3 +73,23 @@ def quiet_native_stderr(active: bool = True) -> Iterator[None]:
                 os.dup2(_stderr_saved, 2)
                 os.close(_stderr_saved)
                 _stderr_saved = None
+
+
+def progress_bar(*fields: str, console=None, transient: bool = False):
+    """The progress bar of every long command (batch, eval, training): the description, the bar, n/N, the named
+    extra fields (``task.fields[name]``, given to ``add_task``/``update``), elapsed time and ETA; on stderr unless
+    ``console`` is given. A :class:`rich.progress.Progress` (use it as a context manager, or start/stop it)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               *(TextColumn(f"{{task.fields[{name}]}}") for name in fields), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]  # fmt: skip
+    return Progress(*columns, console=console or Console(stderr=True), transient=transient)

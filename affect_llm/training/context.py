@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..context.model import ContextModel, ContextModelConfig
 from ..data import Dialogue, dataset_labels, load_dataset
 from ..metrics import accuracy, expected_calibration_error, per_class_f1, weighted_f1
-from ..context.model import ContextModel, ContextModelConfig
+from ..runtime import progress_bar
 
 
 @dataclass
@@ -120,7 +121,6 @@ def _sentiment_targets(batch: list[Dialogue], shape) -> torch.Tensor:
 def train(opts: TrainOptions, console=None) -> dict:
     """Train, keep the best dev checkpoint in ``opts.out`` and return the run's record (also ``training.json``)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = console or Console(stderr=True)
     if opts.threads:
@@ -156,9 +156,7 @@ def train(opts: TrainOptions, console=None) -> dict:
     history, best, best_epoch, step, stale = [], -1.0, -1, 0, 0
     t0 = time.monotonic()
     stop_reason = "epochs"
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    with Progress(*cols, console=console, transient=False) as bar:
+    with progress_bar("info", console=console) as bar:
         for epoch in range(1, opts.epochs + 1):
             model.train()
             order = list(range(len(train_set)))

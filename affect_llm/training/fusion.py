@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data import Dialogue, dataset_labels, load_dataset
 from ..metrics import accuracy, expected_calibration_error, weighted_f1
+from ..runtime import progress_bar
 
 MODALITIES = ["context", "llm", "face", "scene"]  # face and scene: no labelled dev video here, so left unfitted
 
@@ -93,7 +94,6 @@ def scores(probs: np.ndarray, gold: np.ndarray, labels: list[str]) -> dict:
 
 def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..config import PipelineConfig
     from ..fusion import ProbabilityFusion
@@ -115,9 +115,7 @@ def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
         data = dict(np.load(cache))
         console.print(f"using the cached distributions in {cache}")
     else:
-        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn())  # fmt: skip
-        with Progress(*cols, console=console) as bar:
+        with progress_bar(console=console) as bar:
             task = bar.add_task(f"{opts.dataset} {opts.split} through the pipeline", total=total)
             data = collect(pipe, dialogues, labels, opts.limit, progress=lambda: bar.advance(task))
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..data import Dialogue, dataset_labels, load_dataset
 from ..evidence import Evidence
+from ..runtime import progress_bar
 from ..types import Modality
 
 
@@ -79,11 +80,11 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     """Draw ``n`` (default ``opts.samples``) labelled utterances of ``split`` and turn them into examples for
     ``lm`` (a :class:`~affect_llm.llm.hf.TransformersLM`: its tokenizer and chat template)."""
     from ..config import PipelineConfig
+    from ..llm.reasoner import AdapterInfo, Reasoner
+    from ..llm.soft_prompt import split_slot
     from ..pipeline import Pipeline
     from ..prompting import dialogue_text
-    from ..llm.reasoner import AdapterInfo, Reasoner
     from .silver import silver_explanation
-    from ..llm.soft_prompt import split_slot
 
     rng = random.Random(opts.seed)
     dialogues = load_dataset(opts.dataset, split, opts.data_dir)
@@ -254,14 +255,6 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     """Train, checkpoint, resume; save the adapter, projector, ``reasoner.json``, ``training.json`` in ``opts.out``."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from safetensors.torch import load_file
 
     from ..llm.hf import TransformersLM, cpu_has_bf16
@@ -328,12 +321,10 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
 
     t0 = time.monotonic() - elapsed_before
     stopped = "done"
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
     model.train()
     projector.train()
     run = {"label": [], "explain": []}
-    with Progress(*cols, console=console) as bar:
+    with progress_bar("info", console=console) as bar:
         task = bar.add_task("steps", total=total, completed=step, info="")
         while step < total:
             batch = [examples[i] for i in plan[step]]

@@ -26,11 +26,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..cue_sentences import agreement_sentence
 from ..cues import face as face_stage
 from ..cues import prosody as prosody_stage
 from ..evidence import Evidence
 from ..types import Cue, Modality
-from ..cue_sentences import agreement_sentence
 from .silver import silver_explanation
 
 #: resting-face noise: what neutral faces read on each AU (0-5 scale)
