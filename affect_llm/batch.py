@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import AffectLLMError, InputError, MediaError
-from .evaluation.datasets import MEDIA_SUFFIXES, EvalItem, EvalSet
-from .evaluation.predictions import read_jsonl_records
+from .inputs import MEDIA_SUFFIXES, EvalItem, EvalSet, read_jsonl_records
 from .types import Analysis
 
 Engine = Literal["local", "ray"]
@@ -93,21 +92,12 @@ def load_inputs(path: str | Path, *, media_dir: str | Path | None = None, limit:
         items = [EvalItem(id=str(f.relative_to(p)), media=f) for f in files]
         es = EvalSet("folder", None, items, source=str(p))
     elif p.suffix.lower() == ".csv":
-        from .data import Dialogue
+        from .inputs import dialogue_items
 
         name = csv_dataset_name(p)
         if name is None:
             raise InputError(f"{p}: not a MELD or EmoryNLP CSV (no Dialogue_ID / Scene_ID column)")
-        media = Path(media_dir) if media_dir else None
-        if media is not None and name != "meld":
-            raise InputError("--media-dir: only MELD's clips have a known naming (dia{D}_utt{U}.mp4)")
-        items = []
-        for d in load_csv(p, name):
-            for i, u in enumerate(d.utterances):
-                clip = media / f"{u.id}.mp4" if media is not None else None
-                items.append(EvalItem(id=u.id, text=None if clip else u.text, media=clip, speaker=u.speaker,
-                                      context=Dialogue(id=d.id, utterances=d.utterances[:i]), label=u.label,
-                                      sentiment=u.sentiment))  # fmt: skip
+        items = dialogue_items(name, load_csv(p, name), Path(media_dir) if media_dir else None, labelled_only=False)
         es = EvalSet(name, None, items, labels=dataset_labels(name), source=str(p))
     else:
         es = _manifest(p, Path(media_dir) if media_dir else None)
@@ -120,7 +110,7 @@ def load_inputs(path: str | Path, *, media_dir: str | Path | None = None, limit:
 
 def _manifest(p: Path, media_dir: Path | None) -> EvalSet:
     """A JSONL manifest: the evaluation JSONL format, whose reader takes ``path`` for ``media``."""
-    from .evaluation.datasets import load_eval_set
+    from .inputs import load_eval_set
 
     es = load_eval_set("jsonl", p, media_dir=media_dir)
     es.name = "manifest"
@@ -215,16 +205,11 @@ def _chunks(items: list[EvalItem], size: int) -> Iterator[list[EvalItem]]:
 
 
 def prepare(out: Path, settings: dict[str, Any]) -> None:
-    """Check (or write) the settings sidecar of ``out``: another command does not resume into the same file."""
-    side = out.with_name(out.name + ".run.json")
-    if side.is_file() and out.exists():
-        before = json.loads(side.read_text()).get("settings")
-        if before != settings:
-            diff = sorted(k for k in set(before or {}) | set(settings) if (before or {}).get(k) != settings.get(k))
-            raise InputError(f"{out} holds results of other settings ({', '.join(diff)}); use another --out")
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    side.write_text(json.dumps({"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+    """Check (or write) the settings record beside ``out`` (``OUT.run.json``): another command does not resume
+    into the same file."""
+    from .runtime import run_record
+
+    run_record(out.with_name(out.name + ".run.json"), settings, out, "results")
 
 
 def run(items: EvalSet, config, out: str | Path, opts: BatchOptions | None = None, *, pipeline=None,

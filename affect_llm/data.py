@@ -92,7 +92,7 @@ def load_csv(path: str | Path, name: str | None = None, split: str | None = None
     if name not in DATASETS:
         raise InputError(f"{path}: not a MELD or EmoryNLP CSV (no Dialogue_ID / Scene_ID column)")
     split = split or path.stem
-    rows = _read_csv(path)
+    rows = read_csv_rows(path)
     if name == "meld":
         return _group(rows, key=lambda r: r["Dialogue_ID"], speaker=lambda r: r["Speaker"], prefix=f"meld-{split}-",
                       uid=lambda r: f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}", labels=MELD_LABELS)  # fmt: skip
@@ -112,7 +112,7 @@ def _emory_speaker(r: dict) -> str:
     return s
 
 
-def _read_csv(path: Path) -> list[dict]:
+def read_csv_rows(path: Path) -> list[dict]:
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -164,7 +164,7 @@ def read_dialogue(path: str | Path) -> Dialogue:
     if not p.is_file():
         raise InputError(f"{p}: no such context file")
     if p.suffix.lower() == ".csv":
-        rows = _read_csv(p)
+        rows = read_csv_rows(p)
         if not {"Speaker", "Utterance"} <= set(rows[0]):
             raise InputError(f"{p}: a context CSV needs the columns Speaker and Utterance")
         utts = [Utterance(speaker=_emory_speaker(r), text=normalize(r["Utterance"]),

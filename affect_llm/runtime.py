@@ -93,3 +93,40 @@ def progress_bar(*fields: str, console=None, transient: bool = False):
                *(TextColumn(f"{{task.fields[{name}]}}") for name in fields), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]  # fmt: skip
     return Progress(*columns, console=console or Console(stderr=True), transient=transient)
+
+
+def git_commit() -> str | None:
+    """The short commit of the code that runs (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_PKG, capture_output=True, text=True,
+                           timeout=5, check=False)  # fmt: skip
+        return (r.stdout.strip() or None) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_record(record: Path, settings: dict, output: Path, what: str) -> dict:
+    """The settings record of a resumable run (``batch``'s results file, ``eval``'s run folder): ``record`` is a
+    JSON file of the settings, start time, code version and machine. When ``output`` exists and ``record`` holds
+    other settings, an :class:`~affect_llm.errors.InputError` naming them (another command never resumes into a
+    run's output); when the settings match, the earlier record; else a new record, written."""
+    import json
+    import platform
+    import time
+
+    from .errors import InputError
+
+    if record.is_file() and output.exists():
+        before = json.loads(record.read_text())
+        old = before.get("settings") or {}
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise InputError(f"{output} holds {what} of other settings ({', '.join(diff)}); use another --out")
+        return before
+    rec = {"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_commit(),
+           "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(rec, indent=2) + "\n")
+    return rec

@@ -141,7 +141,7 @@ def test_batched_reasoning_equals_one_item_at_a_time():
     from affect_llm.batch import analyze_item, analyze_items
     from affect_llm.config import PipelineConfig
     from affect_llm.data import Dialogue, Utterance
-    from affect_llm.evaluation.datasets import EvalItem
+    from affect_llm.inputs import EvalItem
     from affect_llm.pipeline import Pipeline
 
     talk = Dialogue(id="d", utterances=[Utterance(id="u0", speaker="Ross", text="We were on a break!"),

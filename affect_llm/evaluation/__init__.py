@@ -17,8 +17,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .datasets import EVAL_DATASETS, EvalItem, EvalSet, load_eval_set
-from .predictions import Prediction, read_jsonl_records, read_predictions
+from ..inputs import EVAL_DATASETS, EvalItem, EvalSet, load_eval_set, read_jsonl_records
+from .predictions import Prediction, read_predictions
 from .runner import PREDICTIONS, prepare_run_dir
 from .score import score
 

@@ -6,13 +6,12 @@ column — ``id``, ``name`` or ``names`` — and any of ``label``, ``openset``/`
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import jsonl_values
 from ..errors import InputError
+from ..inputs import read_jsonl_records
 from ..types import Cue
 
 
@@ -32,7 +31,7 @@ class Prediction:
     def from_record(cls, r: dict[str, Any]) -> "Prediction":
         labels = r.get("labels") if r.get("labels") is not None else r.get("openset")
         if isinstance(labels, str):
-            from .datasets import parse_label_set
+            from ..inputs import parse_label_set
 
             labels = parse_label_set(labels)
         cues = r.get("cues")
@@ -47,28 +46,6 @@ class Prediction:
             timings=r.get("timings") or {},
             missing_modalities=list(r.get("missing_modalities") or []),
         )
-
-
-def read_jsonl_records(path: Path, *, repair: bool = False) -> list[dict]:
-    """The records of a JSONL file. A last line cut short (a run killed while writing it) is dropped — and with
-    ``repair`` cut from the file, so that appending goes on from a clean line end."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        if repair:
-            with open(path, "r+b") as f:
-                f.truncate(cut)
-                f.flush()
-                os.fsync(f.fileno())
-        data = data[:cut]
-    out = []
-    for n, rec in jsonl_values(data.decode("utf-8", errors="replace"), path):
-        if not isinstance(rec, dict) or "id" not in rec:
-            raise InputError(f"{path}:{n}: a record needs an 'id'")
-        out.append(rec)
-    return out
 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import EvalSet
+from ..inputs import EvalSet
 from .predictions import Prediction
 
 

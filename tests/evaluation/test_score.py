@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from affect_llm.evaluation.datasets import EvalItem, EvalSet
+from affect_llm.inputs import EvalItem, EvalSet
 from affect_llm.evaluation.predictions import Prediction
 from affect_llm.evaluation.score import score
 from affect_llm.metrics import builtin_wheels

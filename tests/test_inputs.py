@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from affect_llm.errors import InputError
-from affect_llm.evaluation.datasets import load_eval_set, parse_label_set
-from affect_llm.evaluation.predictions import read_jsonl_records, read_predictions
+from affect_llm.evaluation.predictions import read_predictions
+from affect_llm.inputs import load_eval_set, parse_label_set, read_jsonl_records
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _need(path: Path) -> Path:

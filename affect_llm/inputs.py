@@ -1,5 +1,6 @@
-"""Evaluation sets: what to run (a text or a clip, with its earlier dialogue) and what to score against (a gold
-label, a gold label set, a gold explanation), read from each dataset's own files.
+"""What ``batch`` and ``eval`` analyse: items (a text or a clip, with its earlier dialogue, and what to score
+against — a gold label, a gold label set, a gold explanation) read from each dataset's own files, a JSONL
+manifest, or a folder (:func:`affect_llm.batch.load_inputs`); and the JSONL records runs write.
 
 ==========  ======================================================  =================================================
 name        files in ``data_dir``                                   gold
@@ -26,13 +27,13 @@ always be scored from a file (``--predictions``).
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import DATASETS, Dialogue, dataset_labels, jsonl_values, load_dataset
-from ..data import _read_csv as read_csv_rows
-from ..errors import InputError
-from ..textnorm import normalize
+from .data import DATASETS, Dialogue, dataset_labels, jsonl_values, load_dataset, read_csv_rows
+from .errors import InputError
+from .textnorm import normalize
 
 EVAL_DATASETS = ("meld", "emorynlp", "emer-v1", "emer-v2", "ov-merd", "jsonl")
 MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".wav", ".flac", ".mp3", ".m4a")
@@ -107,20 +108,26 @@ def load_eval_set(
     return es
 
 
-def _dialogue_set(name: str, split: str, data_dir: Path, media: Path | None) -> EvalSet:
+def dialogue_items(name: str, dialogues: list[Dialogue], media: Path | None, *, labelled_only: bool) -> list[EvalItem]:
+    """One item per utterance of MELD/EmoryNLP ``dialogues``: its words (or, with ``media``, MELD's clip
+    ``dia{D}_utt{U}.mp4``) with the dialogue before it as context. ``labelled_only``: skip utterances without a
+    gold label (what an evaluation cannot score; a batch analyses them all)."""
+    if media is not None and name != "meld":
+        raise InputError("--media-dir: only MELD's clips have a known naming (dia{D}_utt{U}.mp4)")
     items = []
-    for d in load_dataset(name, split, data_dir):
+    for d in dialogues:
         for i, u in enumerate(d.utterances):
-            if not u.label:
+            if labelled_only and not u.label:
                 continue
-            clip = None
-            if media is not None:
-                if name != "meld":
-                    raise InputError("--media-dir: only MELD's clips have a known naming (dia{D}_utt{U}.mp4)")
-                clip = media / f"{u.id}.mp4"  # a missing clip becomes that item's error, not the run's
+            clip = media / f"{u.id}.mp4" if media is not None else None  # a missing clip: that item's error
             items.append(EvalItem(id=u.id, text=None if clip else u.text, media=clip,
                                   context=Dialogue(id=d.id, utterances=d.utterances[:i]), speaker=u.speaker,
                                   label=u.label, sentiment=u.sentiment))  # fmt: skip
+    return items
+
+
+def _dialogue_set(name: str, split: str, data_dir: Path, media: Path | None) -> EvalSet:
+    items = dialogue_items(name, load_dataset(name, split, data_dir), media, labelled_only=True)
     return EvalSet(name, split, items, labels=dataset_labels(name), source=str(data_dir))
 
 
@@ -210,7 +217,7 @@ def _jsonl(path: Path, media: Path | None) -> EvalSet:
             labels = parse_label_set(labels)
         context = None
         if isinstance(o.get("context"), list):
-            from ..data import Utterance
+            from .data import Utterance
 
             context = Dialogue(id=item_id, utterances=[
                 Utterance(speaker=str(u.get("speaker") or "unknown"), text=normalize(str(u.get("text", ""))))
@@ -224,3 +231,25 @@ def _jsonl(path: Path, media: Path | None) -> EvalSet:
             sentiment=o.get("sentiment"),
         ))  # fmt: skip
     return EvalSet("jsonl", None, items, source=str(path))
+
+
+def read_jsonl_records(path: Path, *, repair: bool = False) -> list[dict]:
+    """The records of a JSONL file. A last line cut short (a run killed while writing it) is dropped — and with
+    ``repair`` cut from the file, so that appending goes on from a clean line end."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        if repair:
+            with open(path, "r+b") as f:
+                f.truncate(cut)
+                f.flush()
+                os.fsync(f.fileno())
+        data = data[:cut]
+    out = []
+    for n, rec in jsonl_values(data.decode("utf-8", errors="replace"), path):
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise InputError(f"{path}:{n}: a record needs an 'id'")
+        out.append(rec)
+    return out
