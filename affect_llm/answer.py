@@ -110,8 +110,8 @@ def grounded(analysis: Analysis, question: str) -> str:
 
 
 def _would_change(analysis: Analysis, other: str, present: dict[Modality, object]) -> str:
-    from .cues.face import PROTOTYPE_WORDS
     from .cue_sentences import LEXICON
+    from .cues.face import PROTOTYPE_WORDS
 
     parts = []
     if Modality.speech in present:

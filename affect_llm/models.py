@@ -233,7 +233,7 @@ def is_pulled(name: str) -> bool:
 
 
 def _prepare_gguf(spec: ModelSpec, directory: Path) -> None:
-    from .llm.convert import gguf_to_safetensors
+    from .gguf import gguf_to_safetensors
 
     gguf_to_safetensors(directory / spec.assets[0].path, directory / spec.entry)
 

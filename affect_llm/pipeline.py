@@ -187,8 +187,8 @@ class Pipeline:
         shipped for the context model in use)."""
         with self._loader_lock("fusion"):
             if self._fusion is None:
-                from .runtime import adapters_dir
                 from .fusion import ProbabilityFusion
+                from .runtime import adapters_dir
 
                 ref = self.config.context.fusion
                 auto = ref == "auto"

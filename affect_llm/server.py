@@ -543,7 +543,6 @@ def serve(opts: ServeOptions, config=None, **options) -> None:
     import uvicorn
 
     from .config import as_config
-
     from .llm import backends
 
     config = as_config(config, **options)

@@ -1,7 +1,7 @@
+import pytest
+
 from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.types import Cue, Modality
-
-import pytest
 
 
 def _cues():

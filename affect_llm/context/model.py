@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
-from ..runtime import adapters_dir, quiet_transformers
 from ..data import Dialogue
 from ..errors import InputError, ModelNotFound
+from ..runtime import adapters_dir, quiet_transformers
 from ..textnorm import normalize
 from .broad_mamba import BroadMamba, BroadMambaConfig
-
 
 
 @dataclass

@@ -31,9 +31,9 @@ from itertools import pairwise
 import numpy as np
 
 from .. import models
-from ..runtime import quiet_native_stderr
 from ..config import FaceOptions
 from ..media import Frame
+from ..runtime import quiet_native_stderr
 from ..types import Cue, Modality
 
 #: FACS names of the action units we report (Ekman & Friesen; the names OpenFace uses)

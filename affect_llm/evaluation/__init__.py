@@ -103,7 +103,7 @@ def evaluate(
         preds = {r["id"]: Prediction.from_record(r) for r in read_jsonl_records(out / PREDICTIONS)}
     extract = None
     if extractor == "llm":
-        from ..metrics.llm_extractor import LLMExtractor
+        from .llm_extractor import LLMExtractor
 
         extract = LLMExtractor(wheel_set)
     return score_run(es, preds, out, run, wheel_set, embed=embed, extractor=extract,

@@ -38,7 +38,7 @@ def score(eval_set: EvalSet, predictions: dict[str, Prediction], *, wheels=None,
     :class:`~affect_llm.metrics.wheel.WheelSet` (default: :func:`~affect_llm.metrics.wheel.default_wheels`);
     ``embed=False`` skips the metrics that load MiniLM; ``extractor``: free text → emotion words (default: the
     deterministic :class:`~affect_llm.metrics.emotion_words.LexiconExtractor`; or
-    :class:`~affect_llm.metrics.llm_extractor.LLMExtractor`)."""
+    :class:`~affect_llm.evaluation.llm_extractor.LLMExtractor`)."""
     from ..metrics.emotion_words import LexiconExtractor
     from ..metrics.wheel import default_wheels
 

@@ -279,8 +279,12 @@ class TransformersLM(ChatPrompting):
                 seed: int) -> list[list[int]]:  # fmt: skip
         """The new tokens of each prompt. Each row starts from its own cached prefix (:meth:`_prefix`), the
         prefixes right-aligned into one left-padded batch cache; the rests run as one left-padded batch."""
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopPLogitsWarper)  # fmt: skip
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,  # fmt: skip
+        )
 
         processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.15)])
         if temperature > 0:

@@ -166,7 +166,7 @@ def embedding_similarity(
     predictions: Sequence[str | None], references: Sequence[str], *, encoder: Encoder | None = None
 ) -> dict:
     """Cosine similarity between each prediction and its reference, both embedded with the project's
-    all-MiniLM-L6-v2 (``affect_llm.context.features.load_encoder()``: mean pooling, unit length; texts longer
+    all-MiniLM-L6-v2 (``affect_llm.embeddings.load_encoder()``: mean pooling, unit length; texts longer
     than 128 tokens are truncated), in one batched ``encode`` call. Range −1..1, in practice 0–1. Corpus value:
     the mean of the per-sample cosines. Empty predictions score 0 (and are not encoded).
 
@@ -178,7 +178,7 @@ def embedding_similarity(
     per = [0.0] * len(predictions)
     if keep:
         if encoder is None:
-            from ..context.features import load_encoder
+            from ..embeddings import load_encoder
 
             encoder = load_encoder()
         texts = [str(predictions[i]) for i in keep] + [str(references[i]) for i in keep]

@@ -328,7 +328,7 @@ def similarity_table(pairs: Iterable[tuple[str, str]], encoder: Encoder | None =
     if not pairs:
         return {}
     if encoder is None:
-        from ..context.features import load_encoder
+        from ..embeddings import load_encoder
 
         encoder = load_encoder()
     texts = list(dict.fromkeys(t for p in pairs for t in p))
@@ -353,7 +353,14 @@ def truth_checks(explanation: str, cues: Sequence[Cue], label: str | None, label
     given, names another feeling than ``label``, and whether it cites the strongest cue of every present
     modality. The label-dependent checks are None without a label."""
     from ..explanation import (
-        CONVERSATION_CLAIM, SPEECH_CLAIM, contradicts, has_dialogue, has_words, is_flat, misquotes, non_words,
+        CONVERSATION_CLAIM,
+        SPEECH_CLAIM,
+        contradicts,
+        has_dialogue,
+        has_words,
+        is_flat,
+        misquotes,
+        non_words,
         strongest_cues,
     )  # fmt: skip
 

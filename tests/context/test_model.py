@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from affect_llm.context.model import ContextModel, ContextModelConfig, default_path
-from affect_llm.training.context import evaluate
 from affect_llm.data import MELD_LABELS, Dialogue, Utterance, load_dataset
 from affect_llm.metrics import weighted_f1
+from affect_llm.training.context import evaluate
 from tests.test_data import write_meld
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from affect_llm.inputs import EvalItem, EvalSet
 from affect_llm.evaluation.predictions import Prediction
 from affect_llm.evaluation.score import score
+from affect_llm.inputs import EvalItem, EvalSet
 from affect_llm.metrics import builtin_wheels
 from affect_llm.types import Cue, Modality
 
@@ -86,7 +86,7 @@ def test_open_vocabulary_sets_and_faithfulness():
 
 @pytest.mark.slow
 def test_the_llm_extractor_reads_implied_emotions():
-    from affect_llm.metrics.llm_extractor import LLMExtractor
+    from affect_llm.evaluation.llm_extractor import LLMExtractor
 
     wheels = builtin_wheels()
     x = LLMExtractor(wheels)

@@ -7,7 +7,6 @@ from affect_llm.config import ReasonerOptions
 from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.llm.hf import TransformersLM, load
 from affect_llm.llm.reasoner import Reasoner
-from affect_llm.llm.soft_prompt import Prompt
 from affect_llm.types import Cue, Modality
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from affect_llm.llm.hf import TransformersLM
-from affect_llm.llm.soft_prompt import (SLOT, ProjectorConfig, Prompt, SoftPromptProjector, embedding_rms,
-                                        prompt_embeddings, split_slot)  # fmt: skip
+from affect_llm.llm.soft_prompt import (
+    SLOT,
+    ProjectorConfig,
+    Prompt,
+    SoftPromptProjector,
+    embedding_rms,
+    prompt_embeddings,  # fmt: skip
+    split_slot,
+)
 
 
 @pytest.fixture(scope="module")

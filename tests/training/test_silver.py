@@ -5,8 +5,8 @@ import random
 import pytest
 
 from affect_llm.config import MELD_LABELS
-from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.cue_sentences import agreement_sentence, cue_sentence, emotion_words
+from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.training.silver import silver_explanation
 from affect_llm.types import Cue, Modality
 

@@ -4,8 +4,8 @@ prosody patterns; labels only where the evidence determines one; explanations th
 from affect_llm.config import MELD_LABELS
 from affect_llm.cues import face
 from affect_llm.evidence import cited_ids
-from affect_llm.training.synthetic import media_examples
 from affect_llm.metrics.faithfulness import check_sentences, truth_checks
+from affect_llm.training.synthetic import media_examples
 
 UTTERANCES = [("I hate this, get out!", "anger"), ("See you tomorrow.", "neutral"), ("We won! We won!", "joy"),
               ("I miss her so much.", "sadness"), ("Ew, what is that smell?", "disgust")]  # fmt: skip

@@ -7,8 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import models
-from ..textnorm import normalize
+from . import models
+from .textnorm import normalize
 
 
 class SentenceEncoder:
@@ -16,7 +16,7 @@ class SentenceEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from ..runtime import quiet_transformers
+        from .runtime import quiet_transformers
 
         quiet_transformers()
         r = models.resolve(ref, kind="text-embedding")

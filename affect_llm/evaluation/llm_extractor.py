@@ -13,9 +13,8 @@ of the small model's own mistakes; the deterministic extractor stays the default
 from __future__ import annotations
 
 from .. import prompting
-from .emotion_words import emotion_words
-from .wheel import WheelSet
-
+from ..metrics.emotion_words import emotion_words
+from ..metrics.wheel import WheelSet
 
 #: (text, answer) turns shown before the text; they cover named, implied and absent emotions
 FEW_SHOT = [

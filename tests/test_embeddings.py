@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from affect_llm.context.features import load_encoder
+from affect_llm.embeddings import load_encoder
 
 pytestmark = pytest.mark.slow
 
