@@ -179,3 +179,23 @@ def read_dialogue(path: str | Path) -> Dialogue:
     if not utts:
         raise InputError(f"{p}: no utterances")
     return Dialogue(id=p.stem, utterances=utts)
+
+
+def as_dialogue(context: "Dialogue | str | Path | None") -> "Dialogue | None":
+    """A dialogue given any way a front door takes one: a :class:`Dialogue` already, a JSONL/CSV file
+    (:func:`read_dialogue`), or text with one ``Speaker: utterance`` per line (a line without a speaker, or with
+    a "speaker" longer than 40 characters, is spoken by ``unknown``)."""
+    if context is None or isinstance(context, Dialogue):
+        return context
+    if isinstance(context, Path) or (len(str(context)) < 4096 and "\n" not in str(context)
+                                     and Path(str(context)).suffix.lower() in (".jsonl", ".csv", ".json")):
+        return read_dialogue(context)
+    utts = []
+    for line in str(context).splitlines():
+        speaker, sep, said = line.partition(":")
+        if not line.strip():
+            continue
+        if not sep or len(speaker) > 40:
+            speaker, said = "unknown", line
+        utts.append(Utterance(speaker=speaker.strip() or "unknown", text=normalize(said)))
+    return Dialogue(id="context", utterances=utts)

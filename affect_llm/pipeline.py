@@ -5,19 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import media, prompting
 from .config import PipelineConfig, PipelineOptions, as_config
-from .data import Dialogue, Utterance, read_dialogue
+from .data import Dialogue, Utterance, as_dialogue
 from .decision import VERBAL, Decision, decide
 from .errors import InputError
 from .evidence import Evidence
+from .loaded import LoadedModels, Timer
 from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
 
@@ -27,19 +27,6 @@ if TYPE_CHECKING:
 #: digital silence: peak amplitude below this (about -80 dBFS) is not worth running ASR on
 SILENCE_PEAK = 1e-4
 MAX_TEXT_CHARS = 20_000
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
 
 
 @dataclass
@@ -96,131 +83,35 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig | PipelineOptions | dict | None = None, **options):
         self.config = as_config(config, **options)
-        self._transcriber = None
-        self._reasoner = None
-        self._matcher = None
-        self._context_model = None
-        self._fusion = None
-        self._reasoner_loading: Future | None = None
-        self._lock = threading.Lock()  # guards the loader state below and the per-model locks
-        self._locks: dict[str, threading.Lock] = {}
+        self.models = LoadedModels(self.config)
 
-    # -- lazily loaded stages ---------------------------------------------------------------------------
-    # Each loader checks and sets its model under its own lock, so a Pipeline shared by threads (the server,
-    # LangChain's abatch) loads every model once; the LLM loads in a background thread (see preload_reasoner).
-    def _loader_lock(self, name: str) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(name, threading.Lock())
-
+    # -- the loaded models (affect_llm.loaded: lazy, once, thread-safe) ---------------------------------------
     def transcriber(self, timer: Timer | None = None):
-        with self._loader_lock("asr"):
-            if self._transcriber is None:
-                from .cues.speech import load_transcriber
-
-                with (timer or Timer())("load_asr"):
-                    self._transcriber = load_transcriber(self.config.speech)
-            return self._transcriber
-
-    def _load_reasoner(self):
-        from .llm.reasoner import Reasoner
-
-        t0 = time.perf_counter()
-        reasoner = Reasoner(self.config.reasoner)
-        reasoner.prepare()
-        return reasoner, time.perf_counter() - t0
+        return self.models.transcriber(timer)
 
     def preload_reasoner(self) -> None:
         """Start loading the LLM in the background (it overlaps decoding and ASR, which run in native code)."""
-        with self._lock:
-            if self._reasoner is None and self._reasoner_loading is None:
-                self._reasoner_loading = ThreadPoolExecutor(1, thread_name_prefix="load-llm").submit(self._load_reasoner)
+        self.models.preload_reasoner()
 
     def reasoner(self, timer: Timer | None = None):
-        if self._reasoner is not None:
-            return self._reasoner
-        self.preload_reasoner()
-        t0 = time.perf_counter()
-        with self._lock:
-            loading = self._reasoner_loading
-        if loading is None:  # another thread finished the load in between
-            return self._reasoner
-        try:
-            reasoner, load_s = loading.result()  # re-raises a loading error here
-        except BaseException:
-            with self._lock:  # the next call tries again instead of re-raising a stale error forever
-                if self._reasoner_loading is loading:
-                    self._reasoner_loading = None
-            raise
-        with self._lock:
-            if self._reasoner is None:
-                self._reasoner = reasoner
-            if self._reasoner_loading is loading:
-                self._reasoner_loading = None
-        if timer is not None:
-            timer.timings["load_llm"] = round(load_s, 4)  # in the background: overlaps other stages
-            timer.timings["wait_llm"] = round(time.perf_counter() - t0, 4)
-        return self._reasoner
-
-    def _after_llm_import(self, timer: Timer | None) -> None:
-        """Importing transformers' lazy modules from two threads at once can fail: a loader that imports them
-        (the context model, CLIP) first lets a background LLM load finish (it usually has, while ASR ran)."""
-        if self._reasoner_loading is not None:
-            self.reasoner(timer)
+        return self.models.reasoner(timer)
 
     def context_model(self, timer: Timer | None = None):
         """The conversation-context model, or None when ``config.context.model`` is None."""
-        ref = self.config.context.model
-        if ref is None:
-            return None
-        if self._context_model is None:
-            self._after_llm_import(timer)
-            with self._loader_lock("context"):
-                if self._context_model is None:
-                    from .context.model import load_context_model
-
-                    with (timer or Timer())("load_context"):
-                        self._context_model = load_context_model(ref)
-        return self._context_model
+        return self.models.context_model(timer)
 
     def fusion(self):
-        """The fitted probability fusion, or None when ``config.context.fusion`` is None (or ``auto`` finds none
-        shipped for the context model in use)."""
-        with self._loader_lock("fusion"):
-            if self._fusion is None:
-                from .fusion import ProbabilityFusion
-                from .runtime import adapters_dir
+        """The fitted probability fusion, or None (see :meth:`LoadedModels.fusion`)."""
+        return self.models.fusion()
 
-                ref = self.config.context.fusion
-                auto = ref == "auto"
-                if auto:
-                    model = self.config.context.model
-                    ref = model if model and "/" not in model and not Path(model).exists() else None
-                if ref is None:
-                    return None
-                path = Path(ref) if ref.endswith(".json") or "/" in ref else adapters_dir() / f"fusion-{ref}.json"
-                if auto and not path.is_file():
-                    return None
-                self._fusion = ProbabilityFusion.load(path)
-            return self._fusion
+    def scene_matcher(self):
+        """The CLIP matcher, or None when no CLIP weights are configured."""
+        return self.models.scene_matcher()
 
     # -- cues -------------------------------------------------------------------------------------------
     def dialogue_context(self, context: Dialogue | str | Path | None) -> Dialogue | None:
-        """``context`` as a :class:`Dialogue`: one already, a JSONL/CSV file (:func:`affect_llm.data.read_dialogue`),
-        or text with one ``Speaker: utterance`` per line."""
-        if context is None or isinstance(context, Dialogue):
-            return context
-        if isinstance(context, Path) or (len(str(context)) < 4096 and "\n" not in str(context)
-                                         and Path(str(context)).suffix.lower() in (".jsonl", ".csv", ".json")):
-            return read_dialogue(context)
-        utts = []
-        for line in str(context).splitlines():
-            speaker, sep, said = line.partition(":")
-            if not line.strip():
-                continue
-            if not sep or len(speaker) > 40:
-                speaker, said = "unknown", line
-            utts.append(Utterance(speaker=speaker.strip() or "unknown", text=normalize(said)))
-        return Dialogue(id="context", utterances=utts)
+        """``context`` as a :class:`Dialogue` (:func:`affect_llm.data.as_dialogue`)."""
+        return as_dialogue(context)
 
     def _context_cue(
         self, dialogue: Dialogue | None, said: str, speaker: str | None, found: Findings, timer: Timer
@@ -296,17 +187,6 @@ class Pipeline:
         found.cues += speech.speech_cues(found.transcript)
         with timer("prosody"):
             found.cues += prosody.prosody_cues(prosody.measure(audio, found.transcript, self.config.prosody))
-
-    def scene_matcher(self):
-        """The CLIP matcher, or None when no CLIP weights are configured."""
-        if self._matcher is None and self.config.scene.model is not None:
-            self._after_llm_import(None)
-            with self._loader_lock("clip"):
-                if self._matcher is None:
-                    from .cues.clip import load_matcher
-
-                    self._matcher = load_matcher(self.config.scene, self.config.reasoner.labels)
-        return self._matcher
 
     def _start_video(self, path: str | Path, found: "Findings", timer: Timer) -> Future | None:
         """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
@@ -575,7 +455,7 @@ class Pipeline:
         reasoner = self.reasoner(timer)
         if reasoner.adapter is not None:
             models_used["adapter"] = str(reasoner.adapter.path)
-        context_model = self._context_model
+        context_model = self.models.loaded_context_model
         soft = reasoner.soft_prompt(found.context_embedding, self.config.context.model,
                                     getattr(context_model, "fingerprint", None))  # fmt: skip
         if soft is None and reasoner.projector is not None and found.context_embedding is not None:
