@@ -136,7 +136,7 @@ class Pipeline:
         return Cue(id="D1", modality=Modality.context, value=dist,
                    text=f"context model {where}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))  # fmt: skip
 
-    def media_evidence(self, path: str | Path, timer: Timer) -> tuple[Evidence, "Findings", MediaInfo]:
+    def media_findings(self, path: str | Path, timer: Timer) -> tuple["Findings", MediaInfo]:
         """Decode ``path`` and extract every cue we can; what cannot be had goes in ``missing`` with a note."""
         media_opts = self.config.media
         with timer("probe"):
@@ -161,7 +161,7 @@ class Pipeline:
             if video is not None:
                 wait([video])  # never leave the thread running behind an error; its own error surfaces below
         self._video_cues(video, found)
-        return Evidence.build(found.cues, found.missing, found.notes), found, info
+        return found, info
 
     def _decode_audio(self, path: str | Path, found: "Findings", timer: Timer) -> media.Audio | None:
         """The audio track, or None (with a note) when it is silent."""
@@ -274,13 +274,21 @@ class Pipeline:
                 found.distributions["scene"] = scene.distribution
 
     @staticmethod
-    def text_evidence(text: str) -> Evidence:
+    def text_findings(text: str) -> "Findings":
+        """A text input: its words as cue T1 (normalised; empty or over :data:`MAX_TEXT_CHARS` is an error)."""
         text = normalize(text)
         if not text:
             raise InputError("empty text")
         if len(text) > MAX_TEXT_CHARS:
             raise InputError(f"text of {len(text)} characters is longer than the limit of {MAX_TEXT_CHARS}")
-        return Evidence.build([Cue(id="T1", modality=Modality.text, text=f'"{text}"')], notes=["text input"])
+        return Findings(cues=[Cue(id="T1", modality=Modality.text, text=f'"{text}"')], notes=["text input"],
+                        transcript=Transcript(text=text))  # fmt: skip
+
+    @staticmethod
+    def text_evidence(text: str) -> Evidence:
+        """The evidence of a text input alone (no dialogue model)."""
+        found = Pipeline.text_findings(text)
+        return Evidence.build(found.cues, found.missing, found.notes)
 
     # -- the whole flow ---------------------------------------------------------------------------------
     def gather(
@@ -299,35 +307,32 @@ class Pipeline:
             raise InputError("give exactly one of a media path or text")
         timer = timer or Timer()
         dialogue = self.dialogue_context(context)
-        if text is not None:
-            evidence, found, info = self.text_evidence(text), Findings(transcript=Transcript(text=normalize(text))), None
-        else:
-            evidence, found, info = self.media_evidence(source, timer)
+        found, info = (self.text_findings(text), None) if text is not None else self.media_findings(source, timer)
         said = found.transcript.text if found.transcript else ""
         ctx = self._context_cue(dialogue, said, speaker, found, timer)
         if isinstance(ctx, Cue):
-            evidence = Evidence.build([*evidence.cues, ctx], evidence.missing, evidence.notes)
+            found.cues.append(ctx)
         elif ctx:
-            evidence.notes.append(ctx)
+            found.notes.append(ctx)
         if self.config.modalities is not None:
-            evidence = self._only_chosen(evidence, found)
+            self._only_chosen(found)
+        evidence = Evidence.build(found.cues, found.missing, found.notes)  # once, from everything found
         return Gathering("text" if text is not None else str(source), evidence, found, info, dialogue)
 
     def _uses(self, modality: Modality) -> bool:
         return self.config.modalities is None or modality in self.config.modalities
 
-    def _only_chosen(self, evidence: Evidence, found: Findings) -> Evidence:
-        """Drop the cues and distributions of the modalities left out of ``config.modalities``."""
-        keep = [c for c in evidence.cues if self._uses(c.modality)]
-        dropped = sorted({c.modality.value for c in evidence.cues} - {c.modality.value for c in keep})
+    def _only_chosen(self, found: Findings) -> None:
+        """Drop the cues and distributions of the modalities left out of ``config.modalities`` (with a note)."""
+        keep = [c for c in found.cues if self._uses(c.modality)]
+        dropped = sorted({c.modality.value for c in found.cues} - {c.modality.value for c in keep})
+        found.cues = keep
         for name in list(found.distributions):
             modality = Modality.face if name == "facs" else Modality(name) if name in ("face", "scene", "context") else None
             if modality is not None and not self._uses(modality):
                 del found.distributions[name]
-        notes = list(evidence.notes)
         if dropped:
-            notes.append("left out by the modality selection: " + ", ".join(dropped))
-        return Evidence.build(keep, evidence.missing, notes)
+            found.notes.append("left out by the modality selection: " + ", ".join(dropped))
 
     def analyze(
         self,
