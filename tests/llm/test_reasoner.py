@@ -167,7 +167,9 @@ def test_label_prior_is_keyed_by_the_adapter_weights(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_thread_count_does_not_change_results(dtype, lm32, lm16):
-    """The pool follows the free cores (affect_llm.threads), so results must not depend on its size."""
+    """The pool follows the free cores (affect_llm.threads), so results must not depend on its size: generation,
+    and scores of labels of one token and of several (their later tokens take a pass of their own, which in
+    float32 gave other bits at 1 and 2 threads until it ran at one; a CI run under load caught it)."""
     import torch
 
     lm = lm32 if dtype == "float32" else lm16
@@ -178,7 +180,8 @@ def test_the_thread_count_does_not_change_results(dtype, lm32, lm16):
         out = {}
         for n in (1, 2):
             torch.set_num_threads(n)
-            out[n] = (lm.generate(msgs, 24, assistant_prefix="The speaker feels"), lm.score(msgs, ["joy", "anger"]))
+            out[n] = (lm.generate(msgs, 24, assistant_prefix="The speaker feels"),
+                      lm.score(msgs, ["joy", "anger", "sadness", "surprise"]))  # fmt: skip
     finally:
         torch.set_num_threads(before)
         lm._cores = cores
