@@ -33,7 +33,9 @@ class MediaOptions(_Options):
 
 class SpeechOptions(_Options):
     model: str = Field("whisper-tiny.en", description="registry name, Whisper size, local path or HF id")
-    backend: Literal["auto", "faster-whisper", "openai-whisper"] = "auto"
+    backend: Literal["auto", "faster-whisper", "openai-whisper", "fake"] = Field(
+        "auto", description="fake: a deterministic stand-in with no model (voiced stretches as placeholder words), "
+        "for tests")
     language: Optional[str] = None
     beam_size: int = 5
     vad_filter: bool = Field(True, description="drop non-speech with Silero VAD before decoding")
@@ -232,8 +234,8 @@ class PipelineOptions(_Options):
     labels: Optional[list[str]] = Field(None, description="comma-separated label set (default: the dataset's, "
                                         "else the context model's, else MELD's 7)")  # fmt: skip
     asr: str = Field("whisper-tiny.en", description="ASR: registry name, Whisper size, path or HF id")
-    asr_backend: Literal["auto", "faster-whisper", "openai-whisper"] = Field(
-        "auto", description="auto | faster-whisper | openai-whisper")
+    asr_backend: Literal["auto", "faster-whisper", "openai-whisper", "fake"] = Field(
+        "auto", description="auto | faster-whisper | openai-whisper | fake (no model: tests)")
     language: Optional[str] = Field(None, description="spoken language (default: detect)")
     max_duration: float = Field(600.0, gt=0, description="refuse media longer than this (s)")
     face: bool = Field(True, description="track faces (--no-face: skip face tracking)",

@@ -232,3 +232,59 @@ def test_many_threads_on_one_pipeline(pipe):
     for th in threads:
         th.join()
     assert [results[t] for t in TEXTS] == WANT
+
+
+# -- the media path, with the fake transcriber --------------------------------------------------------------
+
+
+def _two_bursts(path):
+    """0.5 s silence, 1.2 s of a 180 Hz voice-like tone, 0.6 s silence, 0.8 s at 220 Hz, 0.4 s silence."""
+    import wave
+
+    import numpy as np
+
+    sr = 16_000
+
+    def tone(hz, s):
+        t = np.arange(int(sr * s)) / sr
+        return 0.4 * np.sin(2 * np.pi * hz * t) + 0.1 * np.sin(4 * np.pi * hz * t)
+
+    x = np.concatenate([np.zeros(sr // 2), tone(180, 1.2), np.zeros(int(sr * 0.6)), tone(220, 0.8),
+                        np.zeros(int(sr * 0.4))])  # fmt: skip
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_an_audio_clip_goes_through_decoding_asr_prosody_and_reasoning_without_a_model(tmp_path):
+    """The media path with the fake transcriber and LLM (no pulled model): each voiced stretch is a timed
+    S-cue, the voice is measured (P-cues), the label is decided from the words' scores, and the explanation
+    cites a cue; the same file twice gives the same analysis."""
+    clip = _two_bursts(tmp_path / "two.wav")
+    pipe = Pipeline(PipelineOptions(backend="fake", asr_backend="fake", context_model="none", face=False))
+    a = pipe.analyze(clip)
+    speech = [c for c in a.cues if c.modality.value == "speech"]
+    assert [c.id for c in speech] == ["S1", "S2"]
+    assert speech[0].start == pytest.approx(0.5, abs=0.05) and speech[0].end == pytest.approx(1.7, abs=0.05)
+    assert speech[1].start == pytest.approx(2.3, abs=0.05) and speech[1].end == pytest.approx(3.1, abs=0.05)
+    assert any(c.modality.value == "prosody" for c in a.cues)
+    assert a.media.has_audio and not a.media.has_video and "face" in [m.value for m in a.missing_modalities]
+    assert a.label in a.probabilities and a.cited_cues and a.timings["asr"] >= 0
+    assert key(pipe.analyze(clip)) == key(a)
+
+
+def test_silence_through_the_fake_transcriber_is_a_result_that_says_so(tmp_path):
+    import wave
+
+    path = tmp_path / "quiet.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes(b"\0\0" * 16_000)
+    a = Pipeline(PipelineOptions(backend="fake", asr_backend="fake", context_model="none", face=False)).analyze(path)
+    assert a.label == "neutral" and not a.cues and "speech" in [m.value for m in a.missing_modalities]
+    assert "silent" in " ".join(a.notes)

@@ -167,10 +167,49 @@ def _finish(segs: list[Segment], language: str | None, o: SpeechOptions) -> Tran
     return Transcript(text=" ".join(s.text for s in kept).strip(), language=language, segments=kept)
 
 
+class FakeTranscriber:
+    """A deterministic stand-in (``backend="fake"``): no model, for tests of the media path. Each voiced stretch
+    of the audio (20 ms frames whose RMS is over a tenth of the loudest frame's, gaps under 0.3 s bridged) is a
+    segment of placeholder words ``la``, one per started 0.4 s, evenly timed. It hears no words: the transcript
+    says nothing about what was said."""
+
+    name = "fake"
+    FRAME = 0.02
+    GAP = 0.3
+    WORD = 0.4
+
+    def __init__(self, opts: SpeechOptions | None = None, sample_rate: int = 16_000):
+        self.sr = sample_rate
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        n = int(self.FRAME * self.sr)
+        samples = np.asarray(audio, dtype=np.float64)
+        frames = samples[: len(samples) // n * n].reshape(-1, n)
+        rms = np.sqrt((frames**2).mean(axis=1)) if len(frames) else np.zeros(0)
+        voiced = rms > max(1e-3, 0.1 * float(rms.max(initial=0.0)))
+        spans: list[list[float]] = []
+        for i in np.flatnonzero(voiced):
+            t0, t1 = i * self.FRAME, (i + 1) * self.FRAME
+            if spans and t0 - spans[-1][1] < self.GAP:
+                spans[-1][1] = t1
+            else:
+                spans.append([t0, t1])
+        segments = []
+        for start, end in spans:
+            k = max(1, math.ceil((end - start) / self.WORD - 1e-9))
+            step = (end - start) / k
+            words = [Word(start=round(start + j * step, 3), end=round(start + (j + 1) * step, 3), word=" la",
+                          probability=1.0) for j in range(k)]  # fmt: skip
+            segments.append(Segment(start=round(start, 3), end=round(end, 3), text=" ".join(["la"] * k), words=words))
+        return Transcript(text=" ".join(s.text for s in segments), language="en", segments=segments)
+
+
 @lru_cache(maxsize=4)
 def _load(opts_json: str) -> Transcriber:
     opts = SpeechOptions.model_validate_json(opts_json)
     backend = opts.backend
+    if backend == "fake":
+        return FakeTranscriber(opts)
     if backend == "openai-whisper":
         return OpenAIWhisper(opts)
     if backend == "auto" and opts.model.endswith(".pt"):
