@@ -114,18 +114,18 @@ class Pipeline:
         return as_dialogue(context)
 
     def _context_cue(
-        self, dialogue: Dialogue | None, said: str, speaker: str | None, found: Findings, timer: Timer
+        self, dialogue: Dialogue | None, words: str, speaker: str | None, found: Findings, timer: Timer
     ) -> Cue | str | None:
         """Run the context model over the dialogue with the analysed utterance last: cue D1 (its distribution goes
         into ``found``), a note saying why it did not run, or None when it is switched off."""
         if self.config.context.model is None or not self._uses(Modality.context):
             return None
-        if not said.strip():
+        if not words.strip():
             return "dialogue context model skipped: no words to place in the dialogue"
         model = self.context_model(timer)
         opts = self.config.context
         earlier = (dialogue.utterances if dialogue else [])[-opts.max_utterances :]
-        full = Dialogue(id="analysed", utterances=[*earlier, Utterance(speaker=speaker or opts.speaker, text=normalize(said))])
+        full = Dialogue(id="analysed", utterances=[*earlier, Utterance(speaker=speaker or opts.speaker, text=normalize(words))])
         with timer("context"):
             out = model.predict(full)
         dist = out.distribution(-1)
@@ -308,8 +308,8 @@ class Pipeline:
         timer = timer or Timer()
         dialogue = self.dialogue_context(context)
         found, info = (self.text_findings(text), None) if text is not None else self.media_findings(source, timer)
-        said = found.transcript.text if found.transcript else ""
-        ctx = self._context_cue(dialogue, said, speaker, found, timer)
+        words = found.transcript.text if found.transcript else ""
+        ctx = self._context_cue(dialogue, words, speaker, found, timer)
         if isinstance(ctx, Cue):
             found.cues.append(ctx)
         elif ctx:
