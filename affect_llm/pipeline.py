@@ -412,13 +412,13 @@ class Pipeline:
         flags = [self.config.reasoner.explain if f is None else f for f in flags]
         timers = timers or [Timer() for _ in range(n)]
         started = started or [time.perf_counter()] * n
-        decided: list[_Decision | Exception] = []
+        decided: list[Decided | Exception] = []
         for g, timer, t0 in zip(gathered, timers, started):
             try:
-                decided.append(self._decide(g, timer, t0))
+                decided.append(self.decide(g, timer, t0))
             except Exception as e:
                 decided.append(e)
-        todo = [d for d, f in zip(decided, flags) if isinstance(d, _Decision) and f and d.job is not None]
+        todo = [d for d, f in zip(decided, flags) if isinstance(d, Decided) and f and d.job is not None]
         if todo:
             t0 = time.perf_counter()
             try:
@@ -429,10 +429,13 @@ class Pipeline:
             share = round((time.perf_counter() - t0) / len(todo), 4)
             for d in todo:
                 d.timer.timings["explain"] = share
-        return [d if isinstance(d, Exception) else self._finish(d, f) for d, f in zip(decided, flags)]
+        return [d if isinstance(d, Exception) else self.finish(d, f) for d, f in zip(decided, flags)]
 
-    def _decide(self, g: Gathering, timer: Timer, started: float | None) -> "_Decision":
-        """The label stage: the LLM's label scores, the fusion, the label; what the explanation will need."""
+    def decide(self, g: Gathering, timer: Timer | None = None, started: float | None = None) -> "Decided":
+        """The label stage of one gathered input: the LLM's label scores (when there are words), the fusion, the
+        label and why; what the explanation will need (:attr:`Decided.job`). :meth:`reason` is this, then the
+        explanation, then :meth:`finish`."""
+        timer = timer or Timer()
         evidence, found, info, dialogue = g.evidence, g.findings, g.media, g.dialogue
         t0 = started if started is not None else time.perf_counter()
         reasoner_opts = self.config.reasoner
@@ -450,7 +453,7 @@ class Pipeline:
 
         evidence_text = evidence.render()
         llm_context = prompting.dialogue_text(dialogue)
-        d = _Decision(g.source, evidence, found, info, timer, t0, evidence_text, models_used)
+        d = Decided(g.source, evidence, found, info, timer, t0, evidence_text, models_used)
         if not evidence.cues:
             labels = reasoner_opts.labels
             d.probs = {lab: 1.0 / len(labels) for lab in labels}
@@ -489,7 +492,8 @@ class Pipeline:
         d.job = ExplainJob(evidence, d.label, evidence_text, soft, d.distributions)
         return d
 
-    def _finish(self, d: "_Decision", explain: bool) -> Analysis:
+    def finish(self, d: "Decided", explain: bool) -> Analysis:
+        """The :class:`Analysis` of a decided input (with its explanation, when it was explained)."""
         evidence = d.evidence
         if not evidence.cues:
             explanation = "No usable evidence: " + "; ".join(evidence.notes) + "." if explain else ""
@@ -529,8 +533,9 @@ class Pipeline:
 
 
 @dataclass
-class _Decision:
-    """An input between its label and its explanation (:meth:`Pipeline.reason`, :meth:`Pipeline.reason_many`)."""
+class Decided:
+    """An input between its label and its explanation (:meth:`Pipeline.decide`; then the reasoner explains
+    ``job`` and :meth:`Pipeline.finish` makes the :class:`Analysis`)."""
 
     name: str
     evidence: Evidence

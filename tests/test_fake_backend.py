@@ -288,3 +288,15 @@ def test_silence_through_the_fake_transcriber_is_a_result_that_says_so(tmp_path)
     a = Pipeline(PipelineOptions(backend="fake", asr_backend="fake", context_model="none", face=False)).analyze(path)
     assert a.label == "neutral" and not a.cues and "speech" in [m.value for m in a.missing_modalities]
     assert "silent" in " ".join(a.notes)
+
+
+def test_each_step_runs_alone_gather_decide_finish(pipe):
+    """gather → decide → (explain) → finish, each callable on its own: the decided label and the explanation
+    job before any generation; finish without an explanation gives the labelled Analysis."""
+    g = pipe.gather(text=TEXTS[3])
+    assert g.source == "text" and [c.id for c in g.evidence.cues] == ["T1"] and g.media is None
+    d = pipe.decide(g)
+    assert d.label == "fear" and d.job.label == "fear" and d.job.evidence is g.evidence
+    a = pipe.finish(d, explain=False)
+    assert (a.label, a.explanation, a.probabilities) == ("fear", "", d.probs)
+    assert pipe.reason(pipe.gather(text=TEXTS[3])).label == "fear"
