@@ -167,8 +167,8 @@ def test_one_pipeline_from_eight_threads_equals_sequential_use():
     expected = [key(seq.analyze(text=t)) for t in texts]
     shared = Pipeline(cfg)
     loads = []
-    real = shared._load_reasoner
-    shared._load_reasoner = lambda: loads.append(1) or real()
+    real = shared.models._load_reasoner  # the models' lifecycle: affect_llm.loaded.LoadedModels
+    shared.models._load_reasoner = lambda: loads.append(1) or real()
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda t: key(shared.analyze(text=t)), texts))
     assert got == expected
