@@ -275,6 +275,9 @@ def train_context(
     past: int = typer.Option(0, "--past", help="earlier utterances the encoder reads before each one"),
     aux_sentiment: float = typer.Option(0.0, "--aux-sentiment", help="weight of an auxiliary sentiment loss (MELD)"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)"),
+    folds: int = typer.Option(0, "--folds", help="with --fold: hold one of K folds of the train dialogues out (the "
+                              "out-of-fold models the reasoner's training examples read, --oof-context)"),
+    fold: int = typer.Option(0, "--fold", help="the held-out fold, 0 … K-1"),
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
     try:
@@ -284,7 +287,8 @@ def train_context(
                             epochs=epochs, batch_dialogues=batch, lr=lr, patience=patience, max_minutes=max_minutes,
                             max_steps=max_steps, limit_dialogues=limit, seed=seed, dropout=dropout,
                             weight_decay=weight_decay, label_smoothing=label_smoothing, past_utterances=past,
-                            aux_sentiment=aux_sentiment, threads=threads or None)  # fmt: skip
+                            aux_sentiment=aux_sentiment, threads=threads or None, folds=folds,
+                            fold=fold)  # fmt: skip
         rec = train(opts, console=err)
         best = rec["best_dev"] or {}
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "
@@ -305,6 +309,9 @@ def train_reasoner(
     explain_share: float = typer.Option(0.35, "--explain-share", help="share that also trains the explanation"),
     media_examples: int = typer.Option(0, "--media-examples", help="add N media-shaped examples (sampled face and "
                                        "voice cues, alone and joined with the drawn utterances; training/synthetic.py)"),
+    oof_context: list[Path] = typer.Option([], "--oof-context", help="an out-of-fold context model (train context "
+                                           "--folds K --fold I), once per fold: each example's D1 comes from the "
+                                           "one that did not see its dialogue"),
     batch: int = typer.Option(8, "--batch"),
     lr: float = typer.Option(4e-4, "--lr", help="LoRA learning rate (the projector's is --projector-lr)"),
     projector_lr: float = typer.Option(1e-3, "--projector-lr"),
@@ -324,7 +331,7 @@ def train_reasoner(
 
         opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/reasoner-{dataset}"),
                                     context_model=dataset, samples=samples, explain_share=explain_share, batch=batch,
-                                    media_examples=media_examples,
+                                    media_examples=media_examples, oof_context=[str(p) for p in oof_context],
                                     lr=lr, projector_lr=projector_lr, lora_r=lora_r, lora_alpha=2 * lora_r,
                                     soft_tokens=soft_tokens, max_minutes=max_minutes, max_steps=max_steps,
                                     checkpoint_every=checkpoint_every, seed=seed, threads=threads or None,

@@ -9,6 +9,7 @@ the run is single-process on CPU, so a rerun on the same machine and torch build
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -49,6 +50,14 @@ class TrainOptions:
     past_utterances: int = 0  # earlier utterances in the encoder's input (ContextModelConfig.past_utterances)
     aux_sentiment: float = 0.0  # weight of an auxiliary loss on MELD's sentiment labels (a head used only here)
     broad_mamba: dict = field(default_factory=dict)
+    folds: int = 0  # with ``fold``: train on the train dialogues outside fold ``fold`` of ``folds`` (:func:`fold_of`)
+    fold: int = 0
+
+
+def fold_of(dialogue_id: str, folds: int) -> int:
+    """The fold (0 … ``folds``-1) a train dialogue belongs to: a hash of its id, so context training and the
+    reasoner's out-of-fold examples agree on it without sharing state."""
+    return int.from_bytes(hashlib.sha1(dialogue_id.encode()).digest()[:8], "big") % folds
 
 
 @dataclass
@@ -131,6 +140,10 @@ def train(opts: TrainOptions, console=None) -> dict:
     dev_set = load_dataset(opts.dataset, "dev", opts.data_dir)
     if opts.limit_dialogues:
         train_set, dev_set = train_set[: opts.limit_dialogues], dev_set[: opts.limit_dialogues]
+    if opts.folds:
+        if not 0 <= opts.fold < opts.folds:
+            raise ValueError(f"fold {opts.fold} is not one of 0 … {opts.folds - 1}")
+        train_set = [d for d in train_set if fold_of(d.id, opts.folds) != opts.fold]
     cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, lora_r=opts.lora_r, lora_alpha=2 * opts.lora_r,
                              past_utterances=opts.past_utterances,
                              broad_mamba={"dropout": opts.dropout, **opts.broad_mamba})  # fmt: skip
@@ -148,7 +161,8 @@ def train(opts: TrainOptions, console=None) -> dict:
     warm = max(1, int(opts.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    console.print(f"[bold]train context[/]: {opts.dataset} train {len(train_set)} dialogues / "
+    held = f" (fold {opts.fold} of {opts.folds} held out)" if opts.folds else ""
+    console.print(f"[bold]train context[/]: {opts.dataset} train{held} {len(train_set)} dialogues / "
                   f"{sum(len(d) for d in train_set)} utterances, dev {sum(len(d) for d in dev_set)} utterances; "
                   f"{n_trainable:,} trainable parameters; {total} steps at most")  # fmt: skip
 
@@ -214,6 +228,7 @@ def train(opts: TrainOptions, console=None) -> dict:
     minutes = (time.monotonic() - t0) / 60
     record = {
         "options": asdict(opts), "labels": labels, "trainable_parameters": n_trainable, "steps": step,
+        "train_dialogues": [d.id for d in train_set],
         "sentiment_head": sentiment_head is not None,
         "best_epoch": best_epoch, "best_dev": history[best_epoch - 1]["dev"] if best_epoch > 0 else None,
         "stopped": stop_reason, "minutes": round(minutes, 2), "history": history,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Dialogue, dataset_labels, load_dataset
+from .context import fold_of
 from ..evidence import Evidence
 from ..runtime import progress_bar
 from ..types import Modality
@@ -46,6 +47,7 @@ class ReasonerTrainOptions:
     drop_context: float = 0.15  # share trained without D1 and the soft prompt
     speech_share: float = 0.4  # share whose words come as speech cues (S1, S2 … with times), as from a clip
     media_examples: int = 0  # media-shaped examples added (training.synthetic: sampled face and voice cues)
+    oof_context: list[str] = field(default_factory=list)  # out-of-fold context models (train context --folds K)
     epochs: int = 1
     batch: int = 8
     lr: float = 4e-4
@@ -93,6 +95,7 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     cfg = PipelineConfig.model_validate({"reasoner": {"labels": labels, "adapter": None},
                                          "context": {"model": opts.context_model, "fusion": None}})  # fmt: skip
     pipe = Pipeline(cfg)
+    oof = out_of_fold_pipelines(opts, cfg)
     info = AdapterInfo(Path(opts.out), opts.llm, opts.context_model, calibrate=False, seed_citation=False,
                        labels=labels)  # fmt: skip
     prompts = Reasoner(cfg.reasoner, lm=lm, adapter=info)  # builds the prompts the trained adapter will be given
@@ -107,6 +110,9 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
         prefix = Dialogue(id=d.id, utterances=d.utterances[:i])
         gathering = pipe.gather(text=u.text, context=prefix, speaker=u.speaker)
         evidence, dialogue, emb = gathering.evidence, gathering.dialogue, gathering.findings.context_embedding
+        if oof:  # D1 from the model that did not see this dialogue; the soft prompt stays the shipped model's
+            held_out = oof[fold_of(d.id, len(oof))].gather(text=u.text, context=prefix, speaker=u.speaker)
+            evidence, dialogue = held_out.evidence, held_out.dialogue
         if rng.random() < opts.speech_share:
             evidence = as_speech(evidence, u)
         if rng.random() < opts.drop_context:
@@ -130,6 +136,35 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     if opts.media_examples:
         out += _media(opts, prompts, tokenizer, eos, [dialogues[di].utterances[i] for di, i in picked])
     return out
+
+
+def out_of_fold_pipelines(opts: ReasonerTrainOptions, cfg) -> list:
+    """A pipeline per fold, in fold order, each with the context model trained without that fold's dialogues
+    (``opts.oof_context``: the folders ``train context --folds K --fold I`` wrote, one per fold). Empty without
+    them. The folders must be of ``opts.dataset`` and cover every fold of one K exactly once."""
+    from ..pipeline import Pipeline
+
+    if not opts.oof_context:
+        return []
+    found: dict[int, str] = {}
+    ks = set()
+    for folder in opts.oof_context:
+        rec_path = Path(folder) / "training.json"
+        if not rec_path.is_file():
+            raise FileNotFoundError(f"{folder}: no training.json (train it with: affect-llm train context --folds K --fold I)")
+        o = json.loads(rec_path.read_text())["options"]
+        if not o.get("folds"):
+            raise ValueError(f"{folder} was trained on the whole train split, not out of fold")
+        if o["dataset"] != opts.dataset:
+            raise ValueError(f"{folder} is a {o['dataset']} model; the reasoner trains on {opts.dataset}")
+        if o["fold"] in found:
+            raise ValueError(f"{folder} and {found[o['fold']]} both hold out fold {o['fold']}")
+        ks.add(o["folds"])
+        found[o["fold"]] = folder
+    if len(ks) != 1 or sorted(found) != list(range(next(iter(ks)))):
+        raise ValueError(f"the out-of-fold context models must cover folds 0 … K-1 of one K; got folds "
+                         f"{sorted(found)} of K = {sorted(ks)}")  # fmt: skip
+    return [Pipeline(cfg.updated(context={"model": str(Path(found[f]).resolve())})) for f in sorted(found)]
 
 
 def _media(opts: ReasonerTrainOptions, prompts, tokenizer, eos: int, utterances) -> list[Example]:
@@ -367,7 +402,9 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
             "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens}  # fmt: skip
     (out / "reasoner.json").write_text(json.dumps(meta, indent=2) + "\n")
     pool = sum(1 for d in load_dataset(opts.dataset, "train", opts.data_dir) for u in d.utterances if u.label)
-    record = {"options": asdict(opts), "pool": pool, "examples": len(examples), "label_examples": n_label, "steps": step,
+    oof = [_oof_record(f) for f in opts.oof_context]
+    media = sum(1 for e in examples if e.uid.startswith("media-"))
+    record = {"options": asdict(opts), "pool": pool, "oof_context": oof, "media_examples": media, "examples": len(examples), "label_examples": n_label, "steps": step,
               "stopped": stopped, "minutes": round(minutes, 2), "build_minutes": round(build_minutes, 2),
               "trainable_parameters": n_trainable, "bf16": use_bf16, "history": history,
               "machine": {"python": platform.python_version(), "torch": torch.__version__,
@@ -378,6 +415,14 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: the checkpoint has served its purpose
     write_card(out)
     return record
+
+
+def _oof_record(folder: str) -> dict:
+    from ..context.model import fingerprint
+
+    rec = json.loads((Path(folder) / "training.json").read_text())
+    return {"folder": Path(folder).as_posix(), "fold": rec["options"]["fold"], "folds": rec["options"]["folds"],
+            "fingerprint": fingerprint(Path(folder)), "best_dev": rec.get("best_dev")}  # fmt: skip
 
 
 def _upstream_name(ref: str) -> str:
@@ -419,6 +464,30 @@ sees it: text, earlier dialogue, D1 and the soft prompt; labels from the LLM's o
 with the first cue id, so they cite by construction); "tuned" is this adapter, uncalibrated, unseeded."""
     else:
         measured = "Not measured yet: run `scripts/eval_reasoner.py --out FOLDER/eval.json`."
+    n_media = rec.get("media_examples", 0)
+    media_text = (f"Plus {n_media} media-shaped examples (`affect_llm/training/synthetic.py`, `--media-examples "
+                  f"{o.get('media_examples', 0)}`): face cues and voice cues written by the pipeline's own textualizers "
+                  "from sampled AU and prosody patterns (EMFACS prototypes, neutral faces, low intensities, blends, "
+                  "faces that agree with or contradict a MELD utterance), labelled only where the evidence "
+                  "determines the label, with explanations that say what each modality's strongest cue shows. No "
+                  "real face, voice or scene data is in the set (MELD's video is not here)."
+                  if n_media else "No voice, face or scene cues are in the data (MELD's video is not here): for "
+                  "those the adapter has only the instruction to go on.")  # fmt: skip
+    oof = rec.get("oof_context") or []
+    if oof:
+        devs = ", ".join(f"{(r.get('best_dev') or {}).get('weighted_f1')}" for r in oof)
+        oof_text = (f"D1 out of fold: the train dialogues fall in {len(oof)} folds (a hash of the dialogue id), and "
+                    f"each example's dialogue reading D1 comes from a context model trained without its fold "
+                    f"(`affect-llm train context --folds {len(oof)} --fold I`; MELD dev weighted-F1 {devs}), so "
+                    "D1 is as fallible on these examples as on new data and the adapter learns to weigh it, not "
+                    "copy it. The soft prompt is the shipped context model's embedding (the space the projector "
+                    "reads at inference); that model saw these dialogues, so the embedding is more reliable here "
+                    "than on new data.")  # fmt: skip
+    else:
+        oof_text = ("Caveat: the context model was trained on the same train split, so its D1 and embedding are "
+                    "more reliable on these examples than on new data.")
+    extra = (f" \\\n    --media-examples {o['media_examples']}" if o.get("media_examples") else "") + "".join(
+        f" \\\n    --oof-context {r['folder']}" for r in oof)
     hist = rec["history"][-1] if rec["history"] else {}
     shown = folder.as_posix() if not folder.is_absolute() else f"adapters/{folder.name}"
     text = f"""# {folder.name}: LoRA adapter + soft-prompt projector for the reasoning LLM
@@ -442,10 +511,8 @@ it; {rec["label_examples"]} label and {rec["examples"] - rec["label_examples"]} 
 {o["drop_context"]:.0%} of them without D1 and the soft prompt (so the adapter works without a dialogue model), and
 {o.get("speech_share", 0):.0%} with the words as a clip's speech cues (`S1`, `S2` … one per sentence over the utterance's own
 duration, as the pipeline gives them for media; no recogniser confidence, since MELD's words are transcripts)
-instead of the text cue `T1`. No voice, face or scene cues are in the data (MELD's video is not here): for those
-the adapter has only the instruction to go on.
-Caveat: the context model was trained on the same train split, so its D1 and embedding are more reliable on
-these examples than on new data.
+instead of the text cue `T1`. {media_text}
+{oof_text}
 
 **Run.** LoRA r={o["lora_r"]}, alpha={o["lora_alpha"]}, dropout {o["lora_dropout"]} on {", ".join(o["lora_targets"])};
 projector LayerNorm → MLP → {o["soft_tokens"]}×{json.loads((folder / "projector.json").read_text())["d_model"]}; {rec["trainable_parameters"]:,} trainable parameters. AdamW
@@ -464,13 +531,14 @@ threads ({rec["machine"]["cpu"]}, torch {rec["machine"]["torch"]}). Last logged 
 affect-llm train reasoner --dataset {o["dataset"]} --data-dir DIR --out {shown} \\
     --samples {o["samples"]} --explain-share {o["explain_share"]} --batch {o["batch"]} --lr {o["lr"]} \\
     --projector-lr {o["projector_lr"]} --lora-r {o["lora_r"]} --soft-tokens {o["soft_tokens"]} \\
-    --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --threads {o["threads"] or 0}
+    --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --threads {o["threads"] or 0}{extra}
 python scripts/eval_reasoner.py --data-dir DIR --out {shown}/eval.json
 ```
 
 Interrupted runs resume from `OUT/checkpoint` when the same command is run again. `training.json` holds the
-loss history. Limits: English TV dialogue (Friends), text only (MELD's video is not here); the silver
-explanations are template-shaped, and so are the tuned model's.
+loss history. Limits: English TV dialogue (Friends); {"faces and voices only as sampled cue patterns, never real "
+"recordings" if n_media else "text only (MELD's video is not here)"}; the silver explanations are template-shaped,
+and so are the tuned model's.
 """
     path = folder / "README.md"
     path.write_text(text)
