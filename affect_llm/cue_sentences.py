@@ -143,12 +143,20 @@ def cue_sentence(cue: Cue, label: str) -> str:
 _KINDS = (("the words", ("llm", "context")), ("the face", ("face", "facs")), ("the scene", ("scene",)))
 
 
+#: the shape of :func:`agreement_sentence`'s sentence: a conclusion drawn from the per-modality distributions, not
+#: a claim about one cue (the faithfulness check counts it as a conclusion)
+AGREEMENT = re.compile(r"Over the whole clip, .+: they (?:do not )?point the same way\.")
+
+
 def agreement_sentence(distributions: dict[str, dict[str, float]] | None) -> str | None:
-    """Whether the kinds of evidence that have a distribution (the words, the face, the scene) lean the same way,
-    in words with no claim of their own; None with fewer than two kinds."""
+    """Whether the kinds of evidence that have a distribution (the words, the face, the scene) lean the same way
+    over the whole input, and to which labels — "Over the whole clip, the words lean to neutral and the face to
+    fear: they do not point the same way." None with fewer than two kinds. It names each kind's pooled leaning,
+    so a single cited moment that reads otherwise (one face cue reading fear in a mostly neutral clip) is not
+    contradicted by it."""
     if not distributions:
         return None
-    tops = {}
+    tops: dict[str, str] = {}
     for name, keys in _KINDS:
         dists = [distributions[k] for k in keys if k in distributions]
         if dists:
@@ -160,9 +168,12 @@ def agreement_sentence(distributions: dict[str, dict[str, float]] | None) -> str
     if len(tops) < 2:
         return None
     names = list(tops)
-    joined = ", ".join(names[:-1]) + " and " + names[-1]
-    joined = joined[0].upper() + joined[1:]
-    return f"{joined} {'point the same way' if len(set(tops.values())) == 1 else 'do not point the same way'}."
+    if len(set(tops.values())) == 1:
+        both = "both" if len(names) == 2 else "all"
+        return (f"Over the whole clip, {', '.join(names[:-1])} and {names[-1]} {both} lean to "
+                f"{tops[names[0]]}: they point the same way.")  # fmt: skip
+    parts = [f"{names[0]} lean to {tops[names[0]]}"] + [f"{n} to {tops[n]}" for n in names[1:]]
+    return f"Over the whole clip, {', '.join(parts[:-1])} and {parts[-1]}: they do not point the same way."
 
 
 def said_text(cue: Cue) -> str:

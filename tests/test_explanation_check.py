@@ -114,3 +114,29 @@ def test_repair_keeps_one_copy_of_a_repeated_sentence():
     s = 'In [T1] they say "Not once, not ever", an accusation.'
     fixed = repair(f"The speaker feels anger. {s} {s}", ev, "anger", L, "The speaker feels anger.")
     assert fixed.text.count(s) == 1
+
+
+def test_the_agreement_sentence_names_each_kind_of_evidence_and_is_not_a_cue_claim():
+    """hamilton.mp4's shape: the strongest face cue cited reads fear, the whole clip's face leans neutral, the label
+    is neutral. The agreement sentence says what each kind leans to over the clip, so it does not read as if the
+    fear face agreed with a neutral label; the faithfulness check counts it as a conclusion, not a claim."""
+    from affect_llm.metrics.faithfulness import check_sentences
+
+    fear = Cue(id="F2", modality=Modality.face, start=3, end=6,
+               text="main face: strong AU2 outer brow raiser (3.9/5) with AU1 inner brow raiser (3.1/5); expression fear 0.41",
+               value={"AU2": 3.9, "AU1": 3.1, "fear": 0.41, "neutral": 0.3, "visible": 1.0})  # fmt: skip
+    calm = Cue(id="F1", modality=Modality.face, start=0, end=3, text="no AU above 1.0/5; expression neutral 0.80",
+               value={"AU25": 0.6, "neutral": 0.8, "visible": 1.0})  # fmt: skip
+    said = Cue(id="S1", modality=Modality.speech, start=0, end=6, text='"by working a lot harder"')
+    ev = Evidence.build([said, calm, fear])
+    dists = {"llm": {"neutral": 0.7, "fear": 0.3}, "face": {"neutral": 0.55, "fear": 0.45}}
+    fixed = repair("The speaker feels neutral.", ev, "neutral", L, "The speaker feels neutral.", dists)
+    assert "[F2]" in fixed.text and "fear 0.41" in fixed.text  # the strongest face cue is said as it is
+    assert fixed.text.endswith("Over the whole clip, the words and the face both lean to neutral: they point the same way.")
+    last = check_sentences(fixed.text, ev.cues, labels=L, similarities=None)[-1]
+    assert last.kind == "conclusion"
+    t = truth_checks(fixed.text, ev.cues, "neutral", L)
+    assert not t["other_feeling"] and t["strongest_cited"]
+    # an invented agreement-shaped sentence that cites a cue is still a claim and checked as one
+    assert check_sentences("Over the whole clip, [F2] and the words both lean to joy: they point the same way.",
+                           ev.cues, labels=L, similarities=None)[0].kind == "claim"  # fmt: skip

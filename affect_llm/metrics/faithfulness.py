@@ -50,6 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..cue_sentences import AGREEMENT
 from ..evidence import Evidence, cited_ids
 from ..textnorm import normalize
 from ..types import Cue, Modality
@@ -289,7 +290,7 @@ def check_sentences(
     for sentence in split_sentences(explanation):
         cited = cited_ids(sentence)
         words = content_words(sentence, labels)
-        if not cited and not words:
+        if not cited and (not words or AGREEMENT.fullmatch(sentence.strip())):
             out.append(SentenceCheck(sentence, "conclusion"))
             continue
         check = SentenceCheck(sentence, "claim", cited=cited, existing=[i for i in cited if i in by_id])

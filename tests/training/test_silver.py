@@ -80,8 +80,13 @@ def test_face_cue_in_plain_words_and_the_context_model_without_a_dialogue():
                 text="context model on the utterance alone (no dialogue given): joy 0.60, neutral 0.40")  # fmt: skip
     s = cue_sentence(alone, "joy")
     assert "conversation" not in s and s.startswith("[D1] The context model, reading the utterance alone,")
-    assert agreement_sentence({"llm": {"joy": 0.7, "sadness": 0.3}, "face": {"joy": 0.5, "sadness": 0.5}}) == \
-        "The words and the face point the same way."  # fmt: skip
+    assert agreement_sentence({"llm": {"joy": 0.7, "sadness": 0.3}, "face": {"joy": 0.6, "sadness": 0.4}}) == \
+        "Over the whole clip, the words and the face both lean to joy: they point the same way."  # fmt: skip
     assert agreement_sentence({"face": {"joy": 0.2, "sadness": 0.8}, "llm": {"joy": 0.7, "sadness": 0.3}}) == \
-        "The words and the face do not point the same way."  # fmt: skip
+        "Over the whole clip, the words lean to joy and the face to sadness: they do not point the same way."  # fmt: skip
+    # the words pool the LLM and the context model; three kinds
+    three = {"llm": {"joy": 0.4, "fear": 0.6}, "context": {"joy": 0.9, "fear": 0.1}, "face": {"joy": 0.3, "fear": 0.7},
+             "scene": {"joy": 0.1, "fear": 0.9}}  # fmt: skip
+    assert agreement_sentence(three) == ("Over the whole clip, the words lean to joy, the face to fear and the scene "
+                                         "to fear: they do not point the same way.")  # fmt: skip
     assert agreement_sentence({"face": {"joy": 1.0}}) is None
