@@ -10,19 +10,20 @@ Inputs are, per sample, the explanation text and the cues it was given (``list[C
 and a capital letter, a digit, ``[`` ``(`` or a quote — but not inside a double-quoted span (when the text's
 double quotes pair up) and not after ``Mr.``/``Dr.``/``e.g.``/…; line breaks always cut. A sentence is a
 **conclusion** when it cites no id and has no content words (``The speaker feels joy.``, ``Therefore, the
-speaker's emotional state is joy.``): it makes no claim about the evidence and is not counted. Every other
-sentence is a **claim**.
+speaker's emotional state is joy.``), or when it cites no id and has the shape of
+:func:`affect_llm.cue_sentences.agreement_sentence` ("Over the whole clip, the words and the face both lean to
+joy: they point the same way.", drawn from the per-modality distributions): it makes no claim about a cue and
+is not counted. Every other sentence is a **claim**.
 
 **Content words** (:func:`content_words`): lowercased word and decimal-number tokens of the sentence with the cue
 ids removed (``AU12`` stays one token), minus English stop words, generic words (speaker, feels, emotional,
 state, therefore, suggests, evidence, …: words any explanation uses; and voice, face, pitch, expression, clip,
 usual, earlier, strong, …: words every cue of one kind uses), emotion words (the MELD, EmoryNLP and EMER labels
 and ~150 common emotion words and their forms, plus any ``labels`` given), one-letter tokens and one-digit
-integers (the "/5" of every AU reading); then stemmed by :func:`simple_stem` (plural, -ing, -ed, -ly
-stripped), and a few everyday words for facial actions mapped to the words of the AU names
+integers (the "/5" of every AU reading); then stemmed by :func:`stem` (Snowball English, Porter2), and a few everyday words for facial actions mapped to the words of the AU names
 (:data:`FACS_ALIASES`: smile/grin -> puller, frown -> lowerer, eyebrow -> brow). Two stems **match** when equal,
 or when the shorter (≥ 4 letters) starts the longer and the longer has at most 3 more letters (loud~louder,
-smil~smile, rais~raiser).
+rais~raiser).
 
 **Supported claim**: the sentence cites at least one cue that exists in its sample's evidence, and one of
   1. *quote*: a double-quoted span of the sentence (punctuation and case ignored, a trailing "..." dropped)
@@ -44,11 +45,14 @@ them; the measurement and its table are in ``docs/evaluation.md`` (Faithfulness 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import snowballstemmer
 
 from ..cue_sentences import AGREEMENT
 from ..evidence import Evidence, cited_ids
@@ -65,9 +69,9 @@ LEXICAL_MIN_SHARE = 1 / 3
 EMBED_MODALITIES = frozenset({Modality.speech, Modality.text})
 #: everyday words for facial actions -> the word the AU names in F-cues use (AU12 lip corner puller, AU4 brow
 #: lowerer, ...), applied to sentence words after stemming
-FACS_ALIASES = {
-    "eyebrow": "brow", "eyelid": "lid", "smile": "puller", "smil": "puller", "grin": "puller", "frown": "lowerer",
-    "squint": "tightener", "dimple": "dimpler", "wrinkle": "wrinkler", "wrinkl": "wrinkler",
+_FACS_ALIAS_WORDS = {
+    "eyebrow": "brow", "eyelid": "lid", "smile": "puller", "grin": "puller", "frown": "lowerer",
+    "squint": "tightener", "dimple": "dimpler", "wrinkle": "wrinkler",
 }  # fmt: skip
 
 _STOP_WORDS = """
@@ -123,33 +127,27 @@ positive negative positivity negativity sentiment emotive affect affective
 """
 
 
-def simple_stem(word: str) -> str:
-    """A light suffix stripper (no nltk): ``'s`` and plural ``s``/``ies``, then ``ing``/``ed`` (undoubling a
-    final consonant) and ``ly``. Deliberately simple; :func:`_match` tolerates what it leaves (paus~pause)."""
-    w = word.lower().replace("\u2019", "'")
-    if w.endswith(("'s", "s'")):
-        w = w[:-2]
-    if len(w) > 4 and w.endswith("ies"):
-        w = w[:-3] + "y"
-    elif len(w) > 4 and w.endswith("sses"):
-        w = w[:-2]
-    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        w = w[:-1]
-    for suffix, keep in (("ing", 3), ("ed", 3), ("ly", 3)):
-        if w.endswith(suffix) and len(w) - len(suffix) >= keep:
-            w = w[: -len(suffix)]
-            if suffix != "ly" and len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiouls":
-                w = w[:-1]
-            break
-    return w
+@lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """The Snowball English (Porter2) stem of ``word``, lowercased (snowballstemmer: the Snowball project's own
+    stemmers; pause/pauses/paused -> paus, smiling/smiled -> smile). :func:`_match` tolerates what differs
+    between forms it leaves apart (rais~raiser)."""
+    with _STEM_LOCK:  # a Snowball stemmer object keeps its state while it works: one word at a time
+        return _STEMMER.stemWord(word.lower().replace("\u2019", "'"))
+
+
+_STEMMER = snowballstemmer.stemmer("english")
+_STEM_LOCK = threading.Lock()
 
 
 def _stems(text: str) -> frozenset[str]:
-    return frozenset(simple_stem(w) for w in text.split())
+    return frozenset(stem(w) for w in text.split())
 
 
 _GENERIC_STEMS = _stems(_GENERIC)
 _EMOTION_STEMS = _stems(_EMOTION)
+#: everyday words for facial actions -> the AU-name word they stand for, both as stems
+FACS_ALIASES = {stem(k): stem(v) for k, v in _FACS_ALIAS_WORDS.items()}
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+\d+|[a-z]+(?:'[a-z]+)?")
 _ID_SPAN = re.compile(r"\[?\b[SPFCTD]\d{1,3}\b\]?")
 #: a quotation in an explanation: the words between straight double quotes
@@ -163,7 +161,7 @@ def _strip_ids(text: str) -> str:
 
 def content_words(text: str, labels: Iterable[str] = ()) -> set[str]:
     """The content-word stems of ``text`` (see the module docstring); cue ids are removed first."""
-    extra = {simple_stem(w) for lab in labels for w in str(lab).lower().split()}
+    extra = {stem(w) for lab in labels for w in str(lab).lower().split()}
     out = set()
     for tok in _TOKEN.findall(normalize(_strip_ids(text)).lower()):
         if tok[0].isdigit():
@@ -172,10 +170,10 @@ def content_words(text: str, labels: Iterable[str] = ()) -> set[str]:
             continue
         if len(tok) < 2 or tok in _STOP:
             continue
-        stem = simple_stem(tok)
-        if len(stem) < 2 or stem in _GENERIC_STEMS or stem in _EMOTION_STEMS or stem in extra:
+        s = stem(tok)
+        if len(s) < 2 or s in _GENERIC_STEMS or s in _EMOTION_STEMS or s in extra:
             continue
-        out.add(FACS_ALIASES.get(stem, stem))
+        out.add(FACS_ALIASES.get(s, s))
     return out
 
 

@@ -87,7 +87,7 @@ def test_conclusion_sentences_are_not_counted():
     assert r["sentence_support"] is None and r["claim_sentences"] == 0 and r["conclusion_sentences"] == 2
     # a label alone is no content; the dataset's own labels can be added to the emotion words
     assert fa.content_words("[D1] The dialogue points to anger.") == set()
-    assert fa.content_words("[F1] He looks grumpy.") == {"look", "grumpy"}
+    assert fa.content_words("[F1] He looks grumpy.") == {fa.stem("look"), fa.stem("grumpy")}
     assert fa.content_words("[F1] He looks grumpy.", labels=["grumpy"]) == {"look"}
 
 
@@ -218,3 +218,32 @@ def test_minilm_threshold_separates_paraphrases_from_other_utterances():
     sims_own = [p["sentences"][0]["similarity"] for p in own["per_sample"]]
     sims_wrong = [p["sentences"][0]["similarity"] for p in wrong["per_sample"]]
     assert min(sims_own) > fa.SIMILARITY_THRESHOLD + 0.1 and max(sims_wrong) < fa.SIMILARITY_THRESHOLD - 0.1
+
+
+def test_word_forms_share_a_stem_and_the_stemmer_is_safe_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    for forms in (["pause", "pauses", "paused", "pausing"], ["smile", "smiles", "smiled", "smiling"],
+                  ["raise", "raises", "raised"], ["cry", "cries", "crying"]):  # fmt: skip
+        assert len({fa.stem(w) for w in forms}) == 1, forms
+    assert fa._match(fa.stem("happy"), fa.stem("happily"))  # what the stems leave apart, the match allows
+    # a claim worded with another form of the cue's words is supported by overlap
+    p = Cue(id="P1", modality=Modality.prosody, text="much louder than usual, 2 pauses inside (1.4 s)")
+    c = fa.check_sentences("[P1] The speaker is loud and pausing.", [p], similarities=None)[0]
+    assert c.supported and c.by == "overlap"
+    import sys
+
+    words = [f"{w}{suffix}" for w in ("internationalization", "generalization", "characterization", "walk", "laugh",
+                                      "whisper") for suffix in ("", "s", "ed", "ing", "ly")]  # fmt: skip
+    fa.stem.cache_clear()
+    serial = [fa.stem(w) for w in words]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads change hands as often as they can
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(30):
+                fa.stem.cache_clear()
+                assert list(pool.map(fa.stem, words * 20)) == serial * 20
+    finally:
+        sys.setswitchinterval(interval)
+        fa.stem.cache_clear()
