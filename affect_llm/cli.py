@@ -44,6 +44,8 @@ def _cli_type(name: str, field) -> tuple[type, object]:
     """The type and default a :class:`~affect_llm.config.PipelineOptions` field has as a flag: lists and
     choices are given as strings (pydantic parses and checks them, with the same message as every option)."""
     default = field.default
+    if (field.json_schema_extra or {}).get("repeat"):  # given once per value
+        return list[str], []
     if isinstance(default, bool):
         return bool, default
     if isinstance(default, (int, float)) and not isinstance(default, bool):

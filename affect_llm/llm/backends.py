@@ -2,7 +2,8 @@
 registered here by name: what ``ReasonerOptions.backend`` (``--backend``) chooses.
 
 A backend module defines ``BACKEND = Backend(...)``; a new one is that module plus one line in :data:`MODULES`
-(or :func:`register` at run time). Nothing outside a backend's module knows what it runs on: the reasoner loads
+(or :func:`register` at run time). Its own options (a server URL, …) are a pydantic model in that module
+(:attr:`Backend.options`), given as ``ReasonerOptions.backend_options`` (``--backend-option KEY=VALUE``). Nothing outside a backend's module knows what it runs on: the reasoner loads
 through :func:`get`, batch and ``serve`` share one started server through :attr:`Backend.shared`, and the CLI's
 teardown calls :func:`stop_all`.
 """
@@ -32,6 +33,9 @@ class Backend:
     load: Callable[["ReasonerOptions", Optional[str]], "LLMBackend"]
     #: the model that answers follow-up questions: the base instruct LLM, without the label-tuned adapter
     chat: Callable[["ReasonerOptions"], "LLMBackend"]
+    #: the pydantic model that checks ``ReasonerOptions.backend_options`` (``--backend-option KEY=VALUE``);
+    #: None: the backend takes no options
+    options: Optional[type] = None
     #: options under which several processes share one model (batch workers): e.g. a started server's URL;
     #: None: each process loads its own
     shared: Optional[Callable[["ReasonerOptions"], dict]] = None

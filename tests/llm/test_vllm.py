@@ -76,7 +76,8 @@ def test_label_scores_equal_the_in_process_backend(vllm_server, adapter):
     from affect_llm.llm.reasoner import Reasoner
 
     local = Reasoner(ReasonerOptions(dtype="float32", adapter=adapter))
-    remote = Reasoner(ReasonerOptions(dtype="float32", adapter=adapter, backend="vllm", vllm_url=vllm_server.url))
+    remote = Reasoner(ReasonerOptions(dtype="float32", adapter=adapter, backend="vllm",
+                                     backend_options={"url": vllm_server.url}))
     assert type(remote.lm).__name__ == "VLLMLM"
     rng = np.random.RandomState(0)
     for text in TEXTS:
@@ -100,7 +101,7 @@ def test_pipeline_on_vllm_labels_and_explains_with_citations(vllm_server):
     cfg = {"reasoner": {"dtype": "float32"}, "face": {"enabled": False}}
     text = "You never listen to me. Never!"
     here = Pipeline(PipelineConfig.model_validate(cfg)).analyze(text=text, explain=False)
-    cfg["reasoner"].update(backend="vllm", vllm_url=vllm_server.url)
+    cfg["reasoner"].update(backend="vllm", backend_options={"url": vllm_server.url})
     there = Pipeline(PipelineConfig.model_validate(cfg)).analyze(text=text)
     assert there.label == here.label
     for k, v in here.probabilities.items():
