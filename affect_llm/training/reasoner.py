@@ -488,6 +488,8 @@ with the first cue id, so they cite by construction); "tuned" is this adapter, u
                     "more reliable on these examples than on new data.")
     extra = (f" \\\n    --media-examples {o['media_examples']}" if o.get("media_examples") else "") + "".join(
         f" \\\n    --oof-context {r['folder']}" for r in oof)
+    recipe = ("\nThe whole recipe, the out-of-fold context models and the fusion refit included, is "
+              "`bash scripts/retrain_reasoner.sh DIR`.\n" if oof else "")
     hist = rec["history"][-1] if rec["history"] else {}
     shown = folder.as_posix() if not folder.is_absolute() else f"adapters/{folder.name}"
     text = f"""# {folder.name}: LoRA adapter + soft-prompt projector for the reasoning LLM
@@ -534,7 +536,7 @@ affect-llm train reasoner --dataset {o["dataset"]} --data-dir DIR --out {shown} 
     --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --threads {o["threads"] or 0}{extra}
 python scripts/eval_reasoner.py --data-dir DIR --out {shown}/eval.json
 ```
-
+{recipe}
 Interrupted runs resume from `OUT/checkpoint` when the same command is run again. `training.json` holds the
 loss history. Limits: English TV dialogue (Friends); {"faces and voices only as sampled cue patterns, never real "
 "recordings" if n_media else "text only (MELD's video is not here)"}; the silver explanations are template-shaped,
