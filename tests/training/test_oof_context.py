@@ -94,3 +94,30 @@ def test_fold_models_hold_their_fold_out_and_give_the_examples_d1(tmp_path):
         assert pa.split("[T1]")[1].split("\n")[0] == pb.split("[T1]")[1].split("\n")[0]
         changed += d1a != d1b
     assert changed > len(plain) // 2  # two-step fold models read the dialogues otherwise than the shipped model
+
+
+def test_the_card_says_how_d1_was_made_and_how_to_reproduce_it(tmp_path):
+    from affect_llm.training.reasoner import write_card
+
+    opts = ReasonerTrainOptions(media_examples=300, oof_context=["runs/oof/f0", "runs/oof/f1"], threads=2)
+    meta = {"base": "smollm2-135m", "base_sha256": "0" * 64, "context_model": "meld", "soft_tokens": 4}
+    oof = [{"folder": f"runs/oof/f{i}", "fold": i, "folds": 2, "fingerprint": "x", "best_dev": {"weighted_f1": w}}
+           for i, w in enumerate((54.32, 53.9))]  # fmt: skip
+    rec = {"options": opts.__dict__, "pool": 9989, "examples": 3100, "label_examples": 2200, "steps": 300,
+           "stopped": "time budget", "minutes": 38.0, "build_minutes": 4.0, "trainable_parameters": 1, "bf16": True,
+           "history": [], "oof_context": oof, "media_examples": 420,
+           "machine": {"threads": 2, "cpu": "x86_64", "torch": "2.13.0"}}  # fmt: skip
+    (tmp_path / "reasoner.json").write_text(json.dumps(meta))
+    (tmp_path / "training.json").write_text(json.dumps(rec))
+    (tmp_path / "projector.json").write_text(json.dumps({"d_model": 576}))
+    card = write_card(tmp_path).read_text()
+    assert "D1 out of fold" in card and "54.32, 53.9" in card and "420 media-shaped examples" in card
+    assert "--oof-context runs/oof/f0" in card and "--oof-context runs/oof/f1" in card
+    assert "--media-examples 300" in card and "scripts/retrain_reasoner.sh" in card
+    assert "trained on the same train split" not in card  # the old caveat is gone with out-of-fold D1
+    rec.update(oof_context=[], media_examples=0)
+    opts.oof_context, opts.media_examples = [], 0
+    rec["options"] = opts.__dict__
+    (tmp_path / "training.json").write_text(json.dumps(rec))
+    card = write_card(tmp_path).read_text()
+    assert "trained on the same train split" in card and "--oof-context" not in card and "No voice, face" in card
