@@ -7,7 +7,7 @@
 #      media-shaped examples (training/synthetic.py);
 #   3. its evaluation on MELD dev (scripts/eval_reasoner.py) and the fusion refit on the new reasoner's scores.
 # Every stage whose output exists is skipped, and the reasoner resumes from its checkpoint, so a killed run is
-# continued by running this again (stage marks in runs/oof/). Usage: bash scripts/retrain_reasoner.sh [DATA_DIR]   (2 CPU cores: ~90 min)
+# continued by running this again (stage marks in runs/oof/). Usage: bash scripts/retrain_reasoner.sh [DATA_DIR]   (2 CPU cores: ~2 h with the two fold models, ~85 min without)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/meld}
@@ -41,7 +41,7 @@ then
   for dir in "${folds[@]}"; do oof_args+=(--oof-context "$dir"); done
   $PY -m affect_llm.cli train reasoner --dataset meld --data-dir "$DATA" --out "$OUT" \
     --samples 2000 --explain-share 0.35 --media-examples 300 "${oof_args[@]}" --batch 8 --lr 0.0004 \
-    --projector-lr 0.001 --lora-r 8 --soft-tokens 4 --max-minutes 38 --seed 0 --threads 2
+    --projector-lr 0.001 --lora-r 8 --soft-tokens 4 --max-minutes 62 --seed 0 --threads 2
   rm -f "$OOF/fusion.done" "$OOF/eval.done"
 fi
 # the fusion is fitted on the new reasoner's label scores (the cache is keyed by the models' weights)
