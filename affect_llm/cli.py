@@ -508,7 +508,7 @@ def batch(
 
             by_id = {x.id: x for x in items.items}
             written, left = write_export(read_jsonl_records(out_file, repair=True), export[0], export[1],
-                                         list(cfg.reasoner.labels), by_id)  # fmt: skip
+                                         list(cfg.reasoner.labels), by_id, explain_gold)  # fmt: skip
             out.print(f"export ({export[0]}): {export[1]}, {written} records"
                       + (f" ({left} left out: failed or not explained)" if left else ""))
     except typer.Exit:

@@ -310,6 +310,11 @@ class PipelineOptions(_Options):
         context = (shipped or "meld") if self.context_model == "auto" else self.context_model
         labels = self.labels or DATASET_LABELS.get(shipped or context or "") or MELD_LABELS
         backend = "vllm" if self.vllm_url else ("openai" if self.llm_url and self.backend == "transformers" else self.backend)
+        if backend != "openai" and (self.llm_url or self.llm_model):  # not silently dropped
+            from .errors import InputError
+
+            raise InputError(f"--llm-url and --llm-model are the openai backend's; the backend here is {backend}"
+                             + (" (--vllm-url chooses vllm)" if self.vllm_url else ""))
         backend_options = dict(_key_value(o) for o in self.backend_option)
         if backend == "transformers" and self.load_4bit:
             backend_options.setdefault("load_4bit", True)

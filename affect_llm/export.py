@@ -43,15 +43,17 @@ def evidence_part(evidence_text: str, context: Optional[str] = None) -> str:
 
 
 def export_record(rec: dict[str, Any], fmt: Format, labels: list[str], *, media: Optional[str] = None,
-                  context: Optional[str] = None) -> Optional[dict[str, Any]]:  # fmt: skip
+                  context: Optional[str] = None, gold: Optional[str] = None) -> Optional[dict[str, Any]]:  # fmt: skip
     """One batch result record (:func:`affect_llm.batch.record`) as an instruction-tuning record, or None when
-    it holds no explanation (a failed item, labels only)."""
+    it holds no explanation (a failed item, labels only). ``gold``: the item's dataset label when the batch
+    explained gold labels (``--explain-gold``): the record's ``label_source`` is ``gold`` when that is the label
+    explained (also when the decision was the same label)."""
     if rec.get("error") or not rec.get("explanation") or not rec.get("evidence"):
         return None
-    gold = rec.get("explained_label")
-    label = gold or rec["label"]
+    label = rec.get("explained_label") or rec["label"]
+    from_gold = rec.get("explained_label") is not None or (gold is not None and gold == label)
     system = prompting.text("system.txt")
-    meta = {"id": rec["id"], "media": media, "label": label, "label_source": "gold" if gold else "predicted",
+    meta = {"id": rec["id"], "media": media, "label": label, "label_source": "gold" if from_gold else "predicted",
             "labels": list(labels), "evidence": rec["evidence"], "context": context,
             "cues": [{k: c.get(k) for k in ("id", "modality", "start", "end", "text")} for c in rec.get("cues", [])]}  # fmt: skip
     if fmt == "sharegpt":
@@ -66,10 +68,10 @@ def export_record(rec: dict[str, Any], fmt: Format, labels: list[str], *, media:
 
 
 def write_export(records: Iterable[dict[str, Any]], fmt: Format, path: str | Path, labels: list[str],
-                 items: dict[str, Any] | None = None) -> tuple[int, int]:  # fmt: skip
+                 items: dict[str, Any] | None = None, explain_gold: bool = False) -> tuple[int, int]:  # fmt: skip
     """Write the export of batch ``records`` to ``path`` (atomically: a temp file renamed over it). ``items``:
-    id → :class:`~affect_llm.inputs.EvalItem` (for the media path and the dialogue). Returns (written, left
-    out)."""
+    id → :class:`~affect_llm.inputs.EvalItem` (for the media path, the dialogue and, with ``explain_gold``,
+    the gold label). Returns (written, left out)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r} ({', '.join(FORMATS)})")
     path = Path(path)
@@ -82,7 +84,8 @@ def write_export(records: Iterable[dict[str, Any]], fmt: Format, path: str | Pat
                 item = (items or {}).get(rec.get("id"))
                 media = str(item.media) if item is not None and item.media is not None else None
                 context = prompting.dialogue_text(item.context) if item is not None and item.context else None
-                out = export_record(rec, fmt, labels, media=media, context=context or None)
+                gold = item.label if explain_gold and item is not None else None
+                out = export_record(rec, fmt, labels, media=media, context=context or None, gold=gold)
                 if out is None:
                     left += 1
                     continue
@@ -152,8 +155,9 @@ def read_training_records(path: str | Path) -> list[TrainingRecord]:
             raise InputError(f"{p}: record {n} is neither ShareGPT (conversations) nor Alpaca (instruction, output)")
         if not msgs or msgs[-1]["role"] != "assistant":
             raise InputError(f"{p}: record {n} does not end with the assistant's answer")
+        cues = row.get("cues") if isinstance(row.get("cues"), list) else None
         out.append(TrainingRecord(msgs, str(row.get("id", n)), row.get("evidence"), row.get("label"),
-                                  row.get("context")))  # fmt: skip
+                                  row.get("context"), {"cues": cues} if cues else {}))  # fmt: skip
     if not out:
         raise InputError(f"{p}: no records")
     return out

@@ -428,7 +428,7 @@ class Pipeline:
         width = 1
         if n > 1 and any(g.evidence.cues for g in gathered):
             try:
-                width = int(getattr(self.reasoner().lm, "concurrency", 1))
+                width = int(getattr(self.reasoner(timers[0]).lm, "concurrency", 1))
             except Exception:  # noqa: BLE001 - each input's decide says why the reasoner is not there
                 width = 1
         if width > 1:
@@ -441,7 +441,7 @@ class Pipeline:
             if told and isinstance(d, Decided) and d.job is not None:
                 if told in labels:
                     d.job = dataclasses.replace(d.job, label=told)
-                    d.explained_label = told
+                    d.explained_label = told if told != d.label else None
                 else:
                     d.evidence.notes.append(f"the label to explain, {told!r}, is not on the label set: the decided "
                                             "label is explained")  # fmt: skip
@@ -505,7 +505,8 @@ class Pipeline:
                 d.distributions = {"llm": dist, **d.distributions}
         fusion = self.fusion()
         fitted_llm = fusion_llm(fusion)
-        if fusion is not None and "llm" in d.distributions and fitted_llm != reasoner.identity():
+        if (fusion is not None and "llm" in d.distributions and fusion.fitted.get("llm")
+                and fitted_llm != reasoner.identity()):  # fmt: skip
             evidence.notes.append(f"not fused: the fusion was fitted on {fitted_llm}'s label scores, not "
                                   f"{reasoner.identity()}'s, whose distribution decides")  # fmt: skip
             fusion = None

@@ -76,7 +76,7 @@ def test_the_export_loads_with_its_fields_in_both_formats(manifest, tmp_path):
     got = {}
     for fmt in ("sharegpt", "alpaca"):
         path = tmp_path / f"{fmt}.jsonl"
-        written, left = write_export(recs, fmt, path, labels, items)
+        written, left = write_export(recs, fmt, path, labels, items, explain_gold=True)
         assert (written, left) == (3, 1)  # the empty text failed: left out
         rows = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
         assert set(rows) == {"won", "clip", "sad"}

@@ -85,6 +85,9 @@ class LabelScores:
 _CACHE_MARK = "<|cache_boundary|>"  # affect_llm.llm.soft_prompt.CACHE_MARK (not imported: that module loads torch)
 _SLOT = "<|context_embedding|>"
 _WORD = re.compile(r"[a-z]+")
+MIN_PREFIX = 3  # a token begins a label only with at least this many of its letters (not "a", "an", "n")
+#: a 400 whose message names one of these is the server refusing the label method, not this one request
+_METHOD_WORDS = ("logprob", "top_logprobs", "response_format", "json_schema", "structured", "guided", "grammar")
 
 
 def _clean(messages: list[Message]) -> list[Message]:
@@ -110,7 +113,7 @@ def distribution_from_top_logprobs(top: list[tuple[str, float]], labels: list[st
         listed += p
         smallest = min(smallest, p)
         word = _WORD.match(token.strip().lower().lstrip("*_\"'`([{ "))
-        if not word:
+        if not word or len(word.group(0)) < MIN_PREFIX:  # "A", "An", "N": begin labels by accident
             continue
         w = word.group(0)
         hits = [i for i, lab in enumerate(lower) if lab.startswith(w) or w.startswith(lab)]
@@ -169,12 +172,12 @@ def opening_sentence(prefix: str) -> str:
 
 
 def begin_with(text: str, opening: str) -> str:
-    """``text`` starting with ``opening``: as it is when it does (differing only in case and spacing), else
-    the opening put in front."""
+    """``text`` starting with ``opening``: as it is when it does (differing only in case, spacing, punctuation
+    and markdown emphasis: "The speaker feels **joy**,"), else the opening put in front."""
     text = text.strip()
     if not opening:
         return text
-    norm = lambda s: " ".join(s.lower().split())  # noqa: E731
+    norm = lambda s: " ".join(re.sub(r"[^a-z0-9]+", " ", s.lower()).split())  # noqa: E731
     if norm(text).startswith(norm(opening)):
         return text
     return f"{opening} {text}".strip()
@@ -199,12 +202,14 @@ class OpenAIChatLM:
         self.name = f"{opts.model} @ {opts.url}"
         self.location = f"openai:{opts.url}#{opts.model}"
         self.dtype = "remote"
-        key = os.environ.get(opts.api_key_env) or "EMPTY"
+        key = os.environ.get(opts.api_key_env) or "EMPTY"  # a placeholder: local servers take any key
         self._openai = openai
         self.client = openai.OpenAI(base_url=opts.url, api_key=key, timeout=opts.timeout, max_retries=opts.retries,
                                     http_client=http_client)  # fmt: skip
         self._pool = ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="affect-llm-openai")
-        self.concurrency = opts.concurrency  # requests in flight at once: the pipeline scores a batch's labels so
+        # requests in flight at once, whoever sends them (a batch's label requests, explanations, server threads)
+        self._in_flight = threading.BoundedSemaphore(opts.concurrency)
+        self.concurrency = opts.concurrency  # the pipeline scores a batch's labels this many at a time
         self._refused: set[str] = set()  # label methods this server refused
         self._method_lock = threading.Lock()
         self._check_model()
@@ -249,31 +254,43 @@ class OpenAIChatLM:
             return
         except openai.OpenAIError as e:
             raise self._errors(e) from None
-        if names and self.opts.model not in names:
+        served = set(names) | {n.removesuffix(":latest") for n in names}  # Ollama: "llama3.1" is llama3.1:latest
+        if len(names) == 1 and self.opts.model not in served:
+            return  # one model: a server such as llama.cpp's answers to any name; a wrong one is a 404 later
+        if names and self.opts.model not in served:
             raise BackendError(f"the LLM server at {self.opts.url} has no model {self.opts.model!r}; it serves: "
                                f"{', '.join(names[:20])}")  # fmt: skip
 
     def _create(self, **kw) -> Any:
         try:
-            return self.client.chat.completions.create(model=self.opts.model, **kw)
+            with self._in_flight:
+                return self.client.chat.completions.create(model=self.opts.model, **kw)
         except self._openai.BadRequestError:
             raise
         except self._openai.OpenAIError as e:
             raise self._errors(e) from None
 
     # -- label ----------------------------------------------------------------------------------------
-    def label_scores(self, messages: list[Message], labels: list[str], seed: int = 0) -> LabelScores:
-        """Label log-probabilities for the label prompt ``messages`` (see the module docstring). ``auto`` tries
-        the methods in order; one the server refuses (400, or no log-probabilities returned) is not tried again
-        with this server, one whose answer held no label falls through to the next for this call only."""
+    def label_scores(self, messages: list[Message], labels: list[str], seed: int = 0,
+                     method: Optional[str] = None) -> LabelScores:  # fmt: skip
+        """Label log-probabilities for the label prompt ``messages`` (see the module docstring); ``method``: this
+        one only (else the options'). ``auto`` tries the methods in order; one the server refuses (no
+        log-probabilities in its answer, or a 400 that names the method) is not tried again with this server,
+        one whose answer held no label falls through to the next for this call only. Any other 400 is about the
+        request itself (too long, filtered) and is an error, refusing nothing."""
         messages = _clean(messages)
-        fixed = self.opts.label_method != "auto"
+        method = method or self.opts.label_method
+        fixed = method != "auto"
         with self._method_lock:
-            methods = [self.opts.label_method] if fixed else [m for m in METHODS if m not in self._refused]
+            methods = [method] if fixed else [m for m in METHODS if m not in self._refused]
         for m in methods:
             try:
                 out = getattr(self, f"_by_{m}")(messages, labels, seed)
             except (self._openai.BadRequestError, _Refused) as e:
+                about_method = isinstance(e, _Refused) or any(w in _message(e).lower() for w in _METHOD_WORDS)
+                if not about_method:
+                    raise BackendError(f"the LLM server at {self.opts.url} refused the label request (400): "
+                                       f"{_message(e)}") from None  # fmt: skip
                 if fixed:
                     raise BackendError(f"the LLM server at {self.opts.url} does not give a label by {m}: "
                                        f"{_message(e)}") from None  # fmt: skip

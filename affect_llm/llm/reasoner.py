@@ -232,7 +232,17 @@ class Reasoner:
                     return np.array(values, dtype=float)
             except (OSError, ValueError):
                 pass
-        values, method = self.label_scores(CONTENT_FREE)
+        if hasattr(self.lm, "label_scores"):  # a chat API: the prior is a likelihood only by log-probabilities
+            from ..errors import BackendError
+
+            try:
+                got = self.lm.label_scores(self.label_messages(CONTENT_FREE), list(self.opts.labels), self.opts.seed,
+                                           method="logprobs")  # fmt: skip
+            except BackendError:  # no log-probabilities, or no label among them: nothing to divide out
+                return None
+            values, method = _smoothed(np.asarray(got.logprobs, dtype=float)), got.method
+        else:
+            values, method = self.label_scores(CONTENT_FREE)
         if method not in CALIBRATED:
             return None
         if persistent:
@@ -346,6 +356,13 @@ def _adapter_digest(adapter: str | None) -> str:
     return h.hexdigest()
 
 
+def _smoothed(logprobs: np.ndarray) -> np.ndarray:
+    """A top-log-probability prior halfway to uniform: the labels a server did not list carry a floor, not a
+    measured likelihood, and dividing by a floor would lift a label the model barely gave above its answer."""
+    p = np.exp(logprobs)
+    return np.log(0.5 * p / p.sum() + 0.5 / len(p))
+
+
 def parse_emotion_words(answer: str, limit: int = 5) -> list[str]:
     """An answer's comma-separated emotion words (its first line; "and"/"or" separate too), lowercase, one or two
     letters-only words each, without repeats."""
@@ -354,7 +371,7 @@ def parse_emotion_words(answer: str, limit: int = 5) -> list[str]:
     first = (answer.strip().splitlines() or [""])[0]
     out: list[str] = []
     for part in re.split(r",|;|/|\band\b|\bor\b", first.lower()):
-        words = re.sub(r"[^a-z\s-]", " ", part).split()
+        words = [w.strip("-") for w in re.sub(r"[^a-z\s-]", " ", part).split() if w.strip("-")]
         if 1 <= len(words) <= 2 and " ".join(words) not in out:
             out.append(" ".join(words))
     return out[:limit]

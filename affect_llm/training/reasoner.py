@@ -143,10 +143,11 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
 
 def file_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=None) -> list[Example]:
     """Examples from instruction-tuning files (``opts.data``: ShareGPT or Alpaca, as ``affect-llm batch --export``
-    writes them, or any such file): each record's last assistant turn as an explanation-task target after its
-    turns; and for a record that carries its evidence and a label on the label set (an exported one), the label
-    prompt the pipeline scores with that label as its target. No soft prompt (the records hold no context
-    embedding), so no projector is trained."""
+    writes them, or any such file). A record this package exported (its evidence, cues and a label on the label
+    set) gives the two prompts the pipeline sends: the label prompt with that label as its target, and the
+    explanation prompt (``explain.j2``, the answer's opening in the model's turn) with the rest of the record's
+    answer as its target. Any other record gives its last assistant turn as the target after its turns. No soft
+    prompt (the records hold no context embedding), so no projector is trained."""
     from ..export import read_training_records
     from ..llm.reasoner import AdapterInfo, Reasoner
     from ..config import ReasonerOptions
@@ -158,15 +159,39 @@ def file_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=Non
     eos = eos if isinstance(eos, int) and eos >= 0 else tokenizer.eos_token_id
     out: list[Example] = []
     records = [r for f in opts.data for r in read_training_records(f)]
+    off_set = 0
     for r in _progress(records, console, "building examples from " + ", ".join(Path(f).name for f in opts.data)):
-        tasks = [("explain", r.messages[:-1], r.messages[-1]["content"].strip())]
-        if r.evidence and r.label in labels:
-            tasks.append(("label", prompts.label_messages(r.evidence, r.context), r.label))
-        for task, msgs, target in tasks:
+        answer = r.messages[-1]["content"].strip()
+        tasks = [("explain", r.messages[:-1], "", answer)]
+        if r.evidence and r.label is not None and r.label not in labels:
+            off_set += 1
+        elif r.evidence and r.label and r.extra.get("cues"):
+            evidence = _record_evidence(r.extra["cues"])
+            msgs, start = prompts.explain_messages(evidence, r.label, r.evidence)
+            if evidence is not None and answer.startswith(start.strip()):  # the pipeline's own explanation prompt
+                tasks = [("explain", msgs, start, " " + answer[len(start.strip()):].strip())]
+            tasks.append(("label", prompts.label_messages(r.evidence, r.context), "", r.label))
+        for task, msgs, start, target in tasks:
             ids = _plain_ids(tokenizer, tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+            if start:
+                ids += tokenizer(start, add_special_tokens=False)["input_ids"]
             tgt = tokenizer(target, add_special_tokens=False)["input_ids"]
             out.append(Example(ids + tgt + [eos], len(ids), None, task, r.uid))
+    if off_set and console is not None:
+        console.print(f"[yellow]{off_set} records' labels are not on the {opts.dataset} label set "
+                      f"({', '.join(labels)}): no label example from them (--dataset names the set)[/]")  # fmt: skip
     return out
+
+
+def _record_evidence(cues: list[dict]) -> Evidence | None:
+    """An exported record's cues as :class:`Evidence` (for the explanation prompt's example ids), or None."""
+    from ..types import Cue
+
+    try:
+        return Evidence.build([Cue(id=c["id"], modality=c["modality"], start=c.get("start"), end=c.get("end"),
+                                   text=c["text"]) for c in cues])  # fmt: skip
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def out_of_fold_pipelines(opts: ReasonerTrainOptions, cfg) -> list:

@@ -1,7 +1,7 @@
 """The openai backend against a real OpenAI-compatible chat endpoint: the vLLM server the install script builds,
 serving the embedded SmolLM2 through its chat API under another name. The whole pipeline end to end (label from
 the answer's top log-probabilities, explanation, the fusion left out for an LLM it was not fitted on), the
-structured-answer methods, LangChain and ``serve`` through the same options, a wrong model name as a one-line
+structured-answer methods (asked for, and where log-probabilities are refused), LangChain and ``serve`` through the same options, a wrong model name as a one-line
 exit 4, and a server that goes away mid-batch: the items it could not answer are written as retryable errors and
 a rerun against the restarted server completes them, no id twice."""
 
@@ -22,6 +22,7 @@ from affect_llm.evidence import cited_ids
 
 CLI = [sys.executable, "-m", "affect_llm.cli"]
 SERVED = "smol-chat"  # not the registry name: the backend knows the model only by what the server calls it
+TOP = 5  # the server's --max-logprobs
 TEXTS = ["I can't believe you did this to me! Get out!", "Oh my God, we won! We actually won!",
          "Okay. See you tomorrow then."]  # fmt: skip
 
@@ -41,9 +42,10 @@ def _server(port: int = 0):
         vllm_python()
     except BackendError as e:
         pytest.skip(f"vLLM not installed here ({e.one_line()[:80]}…); scripts/install.sh installs it")
-    # chat completions with up to 20 alternatives per token (the backend's label method)
+    # at most 5 alternatives per token: a request for 5 gets log-probabilities, one for the default 20 is refused
+    # (400), which is a server without them as far as the backend can tell
     return VLLMServer(VLLMServerOptions(model=str(models.path("smollm2-135m")), served_name=SERVED, port=port,
-                                        extra_args=["--max-logprobs", "20"]))  # fmt: skip
+                                        extra_args=["--max-logprobs", str(TOP)]))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,9 @@ def chat_server():
         yield server
 
 
-def _opts(url: str, **kw) -> PipelineOptions:
-    return PipelineOptions(llm_url=url, llm_model=SERVED, face=False, **kw)
+def _opts(url: str, *more: str, **kw) -> PipelineOptions:
+    return PipelineOptions(llm_url=url, llm_model=SERVED, face=False, backend_option=[f"top_logprobs={TOP}", *more],
+                           **kw)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -80,8 +83,10 @@ def test_the_pipeline_runs_on_a_chat_endpoint(chat_server):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["json_schema", "json"])
+@pytest.mark.parametrize("method", ["auto", "json_schema", "json"])
 def test_a_structured_answer_gives_the_distribution_without_logprobs(chat_server, method):
+    """``auto`` asking for more alternatives than the server gives (refused: 400) falls back to the structured
+    answer; the structured methods asked for directly give one too."""
     from affect_llm.llm.reasoner import Reasoner
 
     opts = ReasonerOptions(backend="openai", backend_options={"url": chat_server.url, "model": SERVED,
@@ -89,7 +94,8 @@ def test_a_structured_answer_gives_the_distribution_without_logprobs(chat_server
     r = Reasoner(opts)
     assert r.adapter is None and r.projector is None
     dist, got = r.label_result("Evidence:\n[T1] (text): \"Oh my God, we won! We actually won!\"")
-    assert got in (method, "text") and set(dist) == set(opts.labels)
+    assert got in ({"json_schema", "json", "text"} if method == "auto" else {method, "text"})
+    assert set(dist) == set(opts.labels)
     assert sum(dist.values()) == pytest.approx(1, abs=1e-6)
     top = max(dist, key=dist.get)
     assert dist[top] >= 1 / len(dist) and sorted(dist.values())[-2] < dist[top]  # one answered label
@@ -105,7 +111,8 @@ def test_follow_up_questions_langchain_and_open_vocabulary_on_the_endpoint(chat_
     assert a.open_vocabulary is not None and all(w.replace(" ", "").isalpha() for w in a.open_vocabulary)
     answer = pipe.chat(a, [], "Why do you think so?")
     assert len(answer.split()) >= 8 and answer.strip().lower() not in a.probabilities
-    out = AffectAnalyzer(llm_url=chat_server.url, llm_model=SERVED, face=False, context_model="none").invoke(
+    out = AffectAnalyzer(llm_url=chat_server.url, llm_model=SERVED, face=False, context_model="none",
+                         backend_option=[f"top_logprobs={TOP}"]).invoke(
         {"text": TEXTS[1], "question": "Which words show it?"})  # fmt: skip
     assert out["label_method"] == "logprobs" and len(out["answer"].split()) >= 8
 
@@ -118,11 +125,13 @@ def test_serve_and_a_wrong_model_name(chat_server, tmp_path):
                         "--no-face"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 4, r.stderr
     msg = " ".join(r.stderr.split())
-    assert f"has no model 'nope'; it serves: {SERVED}" in msg and "Traceback" not in r.stderr
+    # one served model: the name is not checked at load (llama.cpp answers to any), the first request's 404 says it
+    assert "has no model 'nope' (404)" in msg and f"it serves: {SERVED}" in msg and "Traceback" not in r.stderr
     port = _port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--no-face", "--llm-url", chat_server.url,
-                             "--llm-model", SERVED], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                             "--llm-model", SERVED, "--backend-option", f"top_logprobs={TOP}"],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -164,7 +173,7 @@ def test_a_server_gone_mid_batch_loses_no_work(tmp_path):
     out = tmp_path / "out.jsonl"
     items = load_inputs(manifest)
     with _server(port) as server:
-        cfg = _opts(server.url, context_model="none", backend_option=["retries=1", "timeout=20"]).config()
+        cfg = _opts(server.url, "retries=1", "timeout=20", context_model="none").config()
         seen = []
 
         def stop_after_first(rec):
