@@ -6,8 +6,10 @@ before it; with ``media_dir``, MELD's clips ``dia{D}_utt{U}.mp4``), a JSONL mani
 "text", "context"?, "speaker"?, "label"?}`` per line; paths relative to the manifest), or a folder of media
 files (ids are their paths inside it).
 
-**Output**: one line per input — ``id, label, probabilities, distributions, explanation, cited_cues,
-uncited_ids, cues, transcript, missing_modalities, notes, timings, error``. Items go through the LLM in
+**Output**: one line per input — ``id, label, probabilities, distributions, fusion, decision, label_method,
+explanation, explained_label, cited_cues, uncited_ids, cues, transcript, missing_modalities, notes, timings,
+evidence, error`` (with ``explain_gold`` the explanation is of the item's dataset label, ``explained_label``).
+:mod:`affect_llm.export` turns the lines into an instruction-tuning set. Items go through the LLM in
 chunks of ``llm_batch`` (their explanations are generated as one batch); each chunk's lines are appended and
 ``fsync``-ed as soon as it is done, so ``kill -9`` loses at most the chunks in flight; rerunning the same
 command skips the ids already written (a line cut short by the kill is dropped first) and never writes an id
@@ -52,6 +54,7 @@ class BatchOptions:
     explain_ids: set[str] | None = None  # explain only these ids (None: all, when ``explain``)
     progress: bool = True
     llm_batch: int = 32  # items whose explanations are generated together (and written together)
+    explain_gold: bool = False  # explain each item's dataset label instead of the decided one (rationale mode)
 
     def explains(self, item_id: str) -> bool:
         return self.explain and (self.explain_ids is None or item_id in self.explain_ids)
@@ -122,7 +125,9 @@ def _manifest(p: Path, media_dir: Path | None) -> EvalSet:
 
 def record(item: EvalItem, a: Analysis) -> dict[str, Any]:
     """What a batch keeps of an analysis (:meth:`Analysis.summary`, probabilities to 6 decimals)."""
-    rec = {"id": item.id, **a.summary(), "error": None}
+    rec = {"id": item.id, **a.summary(), "evidence": a.evidence, "error": None}
+    if a.open_vocabulary is not None:  # what evaluation reads as the prediction's open-vocabulary label set
+        rec["labels"] = list(a.open_vocabulary)
     rec["probabilities"] = {k: round(v, 6) for k, v in a.probabilities.items()}
     rec["distributions"] = {m: {k: round(v, 6) for k, v in d.items()} for m, d in a.distributions.items()}
     return rec
@@ -174,24 +179,25 @@ def _drop_retryable(out: Path) -> list[dict[str, Any]]:
     return keep
 
 
-def _input(item: EvalItem, explain: bool) -> dict | InputError:
-    """An item as :meth:`Pipeline.analyze_many`'s input (its clip when it has one, else its text)."""
+def _input(item: EvalItem, explain: bool, gold: bool = False) -> dict | InputError:
+    """An item as :meth:`Pipeline.analyze_many`'s input (its clip when it has one, else its text); ``gold``: its
+    dataset label is the one explained."""
     if item.media is None and item.text is None:
         return InputError(f"{item.id}: nothing to analyse (this dataset names clips: give --media-dir)")
     return {"source": item.media, "text": None if item.media is not None else item.text, "context": item.context,
-            "speaker": item.speaker, "explain": explain}
+            "speaker": item.speaker, "explain": explain, "explain_label": item.label if gold else None}
 
 
-def analyze_item(pipe, item: EvalItem, explain: bool) -> dict[str, Any]:
+def analyze_item(pipe, item: EvalItem, explain: bool, gold: bool = False) -> dict[str, Any]:
     """One item through the whole pipeline, as a record (an error record when it fails)."""
-    return analyze_items(pipe, [item], [explain])[0]
+    return analyze_items(pipe, [item], [explain], gold)[0]
 
 
-def analyze_items(pipe, items: list[EvalItem], explain: list[bool]) -> list[dict[str, Any]]:
+def analyze_items(pipe, items: list[EvalItem], explain: list[bool], gold: bool = False) -> list[dict[str, Any]]:
     """Items through the pipeline together (:meth:`Pipeline.analyze_many`: each one's cues and label, then their
     explanations in one batched generation). One record per item, in order; a bad item gets an error record
-    and the others go on."""
-    results = pipe.analyze_many([_input(x, e) for x, e in zip(items, explain)])
+    and the others go on. ``gold``: each item's dataset label is explained (when it has one)."""
+    results = pipe.analyze_many([_input(x, e, gold) for x, e in zip(items, explain)])
     return [error_record(x, r) if isinstance(r, Exception) else record(x, r) for x, r in zip(items, results)]
 
 
@@ -271,14 +277,15 @@ def _inline_engine(todo: list[EvalItem], config, opts: BatchOptions, pipeline) -
 
     pipe = pipeline or Pipeline(config)
     for chunk in _chunks(todo, opts.llm_batch):
-        yield from analyze_items(pipe, chunk, [opts.explains(x.id) for x in chunk])
+        yield from analyze_items(pipe, chunk, [opts.explains(x.id) for x in chunk], opts.explain_gold)
 
 
 _WORKER_PIPE = None
 _WORKER_EXPLAIN: BatchOptions | None = None
 
 
-def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: list[str] | None) -> None:
+def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: list[str] | None,
+                 explain_gold: bool = False) -> None:  # fmt: skip
     """A worker process: its own pipeline, its share of the cores (``threads`` for torch and the ASR)."""
     global _WORKER_PIPE, _WORKER_EXPLAIN
     import torch
@@ -290,12 +297,14 @@ def _worker_init(config_json: str, threads: int, explain: bool, explain_ids: lis
     cfg = PipelineConfig.model_validate_json(config_json).updated(speech={"cpu_threads": threads},
                                                                  reasoner={"threads": threads})  # fmt: skip
     _WORKER_PIPE = Pipeline(cfg)
-    _WORKER_EXPLAIN = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
+    _WORKER_EXPLAIN = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None,
+                                   explain_gold=explain_gold)  # fmt: skip
 
 
 def _worker_analyze(blob: bytes) -> list[dict]:
     chunk: list[EvalItem] = pickle.loads(blob)
-    return analyze_items(_WORKER_PIPE, chunk, [_WORKER_EXPLAIN.explains(x.id) for x in chunk])
+    return analyze_items(_WORKER_PIPE, chunk, [_WORKER_EXPLAIN.explains(x.id) for x in chunk],
+                         _WORKER_EXPLAIN.explain_gold)  # fmt: skip
 
 
 def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[dict]:
@@ -307,7 +316,8 @@ def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterato
     ctx = mp.get_context("spawn")  # torch and MediaPipe do not survive fork
     pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(config.model_dump_json(), threads, opts.explain,
-                                         sorted(opts.explain_ids) if opts.explain_ids is not None else None))  # fmt: skip
+                                         sorted(opts.explain_ids) if opts.explain_ids is not None else None,
+                                         opts.explain_gold))  # fmt: skip
     by_future: dict[Future, list[EvalItem]] = {}
     queue = _chunks(todo, opts.llm_batch)
     finished_all = False
@@ -335,16 +345,17 @@ def _process_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterato
 class _RayAnalyzer:
     """A Ray actor holding one pipeline; a batch of rows in (pickled items), their JSON records out."""
 
-    def __init__(self, config_json: str, explain: bool, explain_ids: list[str] | None):
+    def __init__(self, config_json: str, explain: bool, explain_ids: list[str] | None, explain_gold: bool = False):
         from .config import PipelineConfig
         from .pipeline import Pipeline
 
         self.pipe = Pipeline(PipelineConfig.model_validate_json(config_json))
-        self.opts = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None)
+        self.opts = BatchOptions(explain=explain, explain_ids=set(explain_ids) if explain_ids is not None else None,
+                                 explain_gold=explain_gold)  # fmt: skip
 
     def __call__(self, batch: dict) -> dict:
         items: list[EvalItem] = [pickle.loads(b) for b in batch["item"]]
-        recs = analyze_items(self.pipe, items, [self.opts.explains(x.id) for x in items])
+        recs = analyze_items(self.pipe, items, [self.opts.explains(x.id) for x in items], self.opts.explain_gold)
         return {"record": [json.dumps(r, ensure_ascii=False) for r in recs]}
 
 
@@ -376,7 +387,8 @@ def _ray_engine(todo: list[EvalItem], config, opts: BatchOptions) -> Iterator[di
             batch_size=size,
             batch_format="numpy",
             fn_constructor_kwargs={"config_json": config.model_dump_json(), "explain": opts.explain,
-                                   "explain_ids": sorted(opts.explain_ids) if opts.explain_ids is not None else None},
+                                   "explain_ids": sorted(opts.explain_ids) if opts.explain_ids is not None else None,
+                                   "explain_gold": opts.explain_gold},
             compute=ray.data.ActorPoolStrategy(size=max(1, opts.workers)), num_cpus=1,
         )  # fmt: skip
         for row in ds.iter_rows():

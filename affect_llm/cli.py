@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import AffectLLMError
+from .errors import AffectLLMError, InputError
 
 app = typer.Typer(
     add_completion=False,
@@ -304,9 +304,12 @@ def train_context(
 
 @train_app.command("reasoner")
 def train_reasoner(
-    dataset: str = typer.Option("meld", "--dataset", help="meld | emorynlp"),
-    data_dir: Path = typer.Option(..., "--data-dir", help="folder with the dataset's original CSV files"),
+    dataset: str = typer.Option("meld", "--dataset", help="meld | emorynlp (with --data: the label set)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="folder with the dataset's original CSV files"),
+    data: list[Path] = typer.Option([], "--data", help="train on this ShareGPT/Alpaca file instead of the dataset "
+                                    "(batch --export writes one; repeat for several)"),  # fmt: skip
     out_dir: Optional[Path] = typer.Option(None, "--out", help="default adapters/reasoner-DATASET"),
+    llm: str = typer.Option("smollm2-135m", "--llm", help="the LLM the adapter is for: registry name, path or HF id"),
     samples: int = typer.Option(2000, "--samples", help="train utterances drawn (seeded) from the train split"),
     explain_share: float = typer.Option(0.35, "--explain-share", help="share that also trains the explanation"),
     media_examples: int = typer.Option(0, "--media-examples", help="add N media-shaped examples (sampled face and "
@@ -331,7 +334,12 @@ def train_reasoner(
     try:
         from .training.reasoner import ReasonerTrainOptions, train
 
-        opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir), out=str(out_dir or f"adapters/reasoner-{dataset}"),
+        if data_dir is None and not data:
+            raise InputError("give --data-dir (the dataset's CSV folder) or --data FILE (an instruction-tuning set)")
+        if data and (out_dir is None or Path(out_dir).resolve() == (Path("adapters") / f"reasoner-{dataset}").resolve()):
+            raise InputError("with --data, give --out (the shipped adapters/reasoner-* are trained on the dataset)")
+        opts = ReasonerTrainOptions(dataset=dataset, data_dir=str(data_dir or ""), data=[str(p) for p in data], llm=llm,
+                                    out=str(out_dir or f"adapters/reasoner-{dataset}"),
                                     context_model=dataset, samples=samples, explain_share=explain_share, batch=batch,
                                     media_examples=media_examples, oof_context=[str(p) for p in oof_context],
                                     lr=lr, projector_lr=projector_lr, lora_r=lora_r, lora_alpha=2 * lora_r,
@@ -467,6 +475,11 @@ def batch(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="a Ray cluster (default: start one here)"),
     llm_batch: int = typer.Option(32, "--llm-batch", min=1, help="items whose explanations are generated together"),
     no_explain: bool = typer.Option(False, "--no-explain", help="labels only"),
+    explain_gold: bool = typer.Option(False, "--explain-gold", help="explain each item's dataset label instead "
+                                      "of the decided one (rationale mode; the decision is kept)"),  # fmt: skip
+    export: Optional[tuple[str, Path]] = typer.Option(
+        None, "--export", metavar="sharegpt|alpaca FILE", help="also write the results as an instruction-tuning "
+        "set (system prompt + evidence -> label and explanation, with the media path and cue timings)"),  # fmt: skip
     *,
     options,
 ) -> None:
@@ -474,16 +487,30 @@ def batch(
     batch resumes where it stopped, never writing an id twice), locally or on Ray."""
     try:
         from .batch import BatchOptions, load_inputs, prepare, run
+        from .export import FORMATS, write_export
 
+        if export is not None and export[0] not in FORMATS:
+            raise InputError(f"--export: unknown format {export[0]!r} ({', '.join(FORMATS)})")
+        if export is not None and no_explain:
+            raise InputError("--export needs explanations: drop --no-explain")
         items = load_inputs(source, media_dir=media_dir, limit=limit)
         cfg = options.config(dataset=items.name)
         prepare(out_file, {"source": str(source), "media_dir": str(media_dir) if media_dir else None, "limit": limit,
-                           "explain": not no_explain, "config": cfg.model_dump(mode="json")})  # fmt: skip
+                           "explain": not no_explain, "explain_gold": explain_gold,
+                           "config": cfg.model_dump(mode="json")})  # fmt: skip
         opts = BatchOptions(engine=engine, workers=workers, ray_address=ray_address, explain=not no_explain,
-                            llm_batch=llm_batch)
+                            llm_batch=llm_batch, explain_gold=explain_gold)  # fmt: skip
         summary = run(items, cfg, out_file, opts)
         _print_run(summary.as_dict())
         out.print(f"results: {out_file}")
+        if export is not None:
+            from .inputs import read_jsonl_records
+
+            by_id = {x.id: x for x in items.items}
+            written, left = write_export(read_jsonl_records(out_file, repair=True), export[0], export[1],
+                                         list(cfg.reasoner.labels), by_id, explain_gold)  # fmt: skip
+            out.print(f"export ({export[0]}): {export[1]}, {written} records"
+                      + (f" ({left} left out: failed or not explained)" if left else ""))
     except typer.Exit:
         raise
     except Exception as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .types import Modality
 
@@ -75,6 +75,8 @@ class ReasonerOptions(_Options):
     model: str = Field("smollm2-135m", description="registry name, local path or HF id of a causal LM")
     labels: list[str] = Field(default_factory=lambda: list(MELD_LABELS))
     explain: bool = True
+    #: also ask the LLM for free emotion words (EMER / OV-MER style): Analysis.open_vocabulary
+    open_vocab: bool = False
     max_new_tokens: int = 48
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for the explanation and chat")
     adapter: Optional[str] = Field(
@@ -97,11 +99,13 @@ class ReasonerOptions(_Options):
     backend: str = Field(
         "transformers", description="where the LLM runs (affect_llm.llm.backends): transformers (in this process), "
         "vllm (a vLLM OpenAI-compatible server: prompts sent as prompt_embeds, the adapter as a LoRA module or "
-        "merged), fake (deterministic, no weights: for tests)"
+        "merged), openai (any OpenAI-compatible chat endpoint: no adapter, no soft prompt), fake (deterministic, no "
+        "weights: for tests)"
     )
     backend_options: dict[str, Any] = Field(
         default_factory=dict, description="the chosen backend's own options, checked by its options model "
-        "(affect_llm.llm.backends; vllm: url, lora, deterministic — see affect_llm.llm.vllm.VLLMOptions)"
+        "(affect_llm.llm.backends; vllm: url, lora, deterministic — affect_llm.llm.vllm.VLLMOptions; openai: url, "
+        "model, api_key_env, timeout, retries, concurrency, label_method — affect_llm.llm.openai_chat.OpenAIOptions)"
     )
     check_explanations: bool = Field(
         True, description="check every sentence of an explanation against the evidence, drop one that misquotes, "
@@ -119,13 +123,21 @@ class ReasonerOptions(_Options):
 
     @model_validator(mode="after")
     def _backend_options(self) -> "ReasonerOptions":
-        if self.backend_options:  # only then is the backend's module imported
+        """Check the options against the backend's model (imported only for options given, or a backend other
+        than the default, which may require some) and keep them typed (``"false"`` → False)."""
+        if self.backend_options or self.backend != type(self).model_fields["backend"].default:
             from .llm.backends import get
 
             model = get(self.backend).options
             if model is None:
-                raise ValueError(f"backend {self.backend} takes no options (got {', '.join(self.backend_options)})")
-            model.model_validate(self.backend_options)
+                if self.backend_options:
+                    raise ValueError(f"backend {self.backend} takes no options (got {', '.join(self.backend_options)})")
+                return self
+            try:
+                typed = model.model_validate(self.backend_options).model_dump(mode="json", exclude_unset=True)
+            except ValidationError as e:  # said as the backend's options, not as fields of this model
+                raise ValueError(f"backend {self.backend}: " + "; ".join(_option_error(model, err) for err in e.errors())) from None
+            object.__setattr__(self, "backend_options", typed)  # frozen: validated in place, once
         return self
 
     @field_validator("labels")
@@ -197,6 +209,15 @@ class PipelineConfig(_Options):
         return self.model_dump_json()
 
 
+def _option_error(model: type[BaseModel], err: dict) -> str:
+    """One error of a backend's options model, named as the option (and what it is, when it is missing)."""
+    name = ".".join(str(x) for x in err.get("loc", ())) or "options"
+    field = model.model_fields.get(name)
+    if err.get("type") == "missing" and field is not None and field.description:
+        return f"option {name} is required ({field.description})"
+    return f"option {name}: {err.get('msg')}"
+
+
 def _listed(v: Any) -> Any:
     """``"a,b"`` → ``["a", "b"]`` (the CLI's form), a list as it is, ``None``/``""`` → ``None``."""
     if isinstance(v, str):
@@ -221,8 +242,8 @@ class PipelineOptions(_Options):
     adapter: Optional[str] = Field("auto", description="reasoner LoRA adapter: auto (the shipped one over its base "
                                    "LLM) | a folder | none")  # fmt: skip
     backend: str = Field(
-        "transformers", description="LLM backend: transformers (in process) | vllm (implied by --vllm-url) | fake "
-        "(deterministic, no weights: tests)")  # fmt: skip
+        "transformers", description="LLM backend: transformers (in process) | vllm (implied by --vllm-url) | openai "
+        "(any OpenAI-compatible chat endpoint; implied by --llm-url) | fake (deterministic, no weights: tests)")  # fmt: skip
     device: str = Field("auto", description="in-process LLM device: auto (a CUDA GPU when there is one) | cpu | "
                         "cuda | cuda:N")  # fmt: skip
     vllm_url: Optional[str] = Field(None, description="backend vllm: attach to this server (…/v1); default: start "
@@ -231,11 +252,23 @@ class PipelineOptions(_Options):
         True, description="a started vLLM server computes one sequence at a time (the same input, the same "
         "output, whatever else it serves); --vllm-batched: faster under concurrent load, not batch-invariant",
         json_schema_extra={"cli": ["--vllm-deterministic/--vllm-batched"]})  # fmt: skip
+    llm_url: Optional[str] = Field(
+        None, description="backend openai: the chat endpoint's base URL (…/v1): vLLM, llama.cpp, Ollama, LM "
+        "Studio, OpenAI", json_schema_extra={"envvar": "AFFECT_LLM_URL"})  # fmt: skip
+    llm_model: Optional[str] = Field(None, description="backend openai: the model name the endpoint serves",
+                                     json_schema_extra={"envvar": "AFFECT_LLM_MODEL"})  # fmt: skip
+    llm_api_key_env: str = Field("OPENAI_API_KEY", description="backend openai: the environment variable that "
+                                 "holds the API key")  # fmt: skip
+    llm_concurrency: int = Field(4, ge=1, description="backend openai: requests in flight at once")
+    load_4bit: bool = Field(False, description="backend transformers: the LLM in 4-bit NF4 through bitsandbytes "
+                            "(CUDA only; the adapter applied unmerged)")  # fmt: skip
     backend_option: list[str] = Field(
         default_factory=list, description="KEY=VALUE: an option of the chosen backend (repeat it; vllm: url, lora "
         "auto|module|merged, deterministic)", json_schema_extra={"cli": ["--backend-option"], "repeat": True})  # fmt: skip
     dtype: str = Field("auto", description="LLM dtype: auto | float32 | bfloat16")
     max_new_tokens: int = Field(48, gt=0, description="length limit of explanations and answers (tokens)")
+    open_vocab: bool = Field(False, description="also ask the LLM for free emotion words (EMER / OV-MER style; "
+                             "eval scores them over the emotion wheels)")  # fmt: skip
     labels: Optional[list[str]] = Field(None, description="comma-separated label set (default: the dataset's, "
                                         "else the context model's, else MELD's 7)")  # fmt: skip
     asr: str = Field("whisper-tiny.en", description="ASR: registry name, Whisper size, path or HF id")
@@ -276,8 +309,20 @@ class PipelineOptions(_Options):
         shipped = dataset if dataset in DATASET_LABELS else None
         context = (shipped or "meld") if self.context_model == "auto" else self.context_model
         labels = self.labels or DATASET_LABELS.get(shipped or context or "") or MELD_LABELS
-        backend = "vllm" if self.vllm_url else self.backend
+        backend = "vllm" if self.vllm_url else ("openai" if self.llm_url and self.backend == "transformers" else self.backend)
+        if backend != "openai" and (self.llm_url or self.llm_model):  # not silently dropped
+            from .errors import InputError
+
+            raise InputError(f"--llm-url and --llm-model are the openai backend's; the backend here is {backend}"
+                             + (" (--vllm-url chooses vllm)" if self.vllm_url else ""))
         backend_options = dict(_key_value(o) for o in self.backend_option)
+        if backend == "transformers" and self.load_4bit:
+            backend_options.setdefault("load_4bit", True)
+        if backend == "openai":  # the --llm-* flags are the openai backend's options
+            given = {"url": self.llm_url, "model": self.llm_model}
+            backend_options.update({k: v for k, v in given.items() if v is not None and k not in backend_options})
+            backend_options.setdefault("api_key_env", self.llm_api_key_env)
+            backend_options.setdefault("concurrency", self.llm_concurrency)
         if backend == "vllm":  # the vLLM flags are the vllm backend's url and deterministic options
             if self.vllm_url:
                 backend_options.setdefault("url", self.vllm_url)
@@ -292,7 +337,7 @@ class PipelineOptions(_Options):
             "reasoner": {"model": self.llm, "adapter": self.adapter, "labels": list(labels),
                          "backend": backend, "backend_options": backend_options, "device": self.device,
                          "dtype": self.dtype,
-                         "max_new_tokens": self.max_new_tokens},
+                         "max_new_tokens": self.max_new_tokens, "open_vocab": self.open_vocab},
             "modalities": self.modalities,
         })  # fmt: skip
 

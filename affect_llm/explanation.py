@@ -233,6 +233,31 @@ class Repaired:
         return out
 
 
+_ARTICLE = re.compile(r"\b([Aa]n?) ([a-z][a-z-]*)")
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
+
+
+def fix_articles(sentence: str) -> str:
+    """"a"/"an" agreeing with the next word by its first letter ("an matter-of-fact remark" → "a …", "a angry
+    tone" → "an …"), outside quotes (a quote is a cue's exact words). Only plain lowercase words: "an AU12",
+    "a unique", "a one-off", "an hour" stay as written (the sound, not the letter, decides there)."""
+
+    def fix(m: re.Match) -> str:
+        art, word = m.group(1), m.group(2)
+        if word[0] in "aeio" and art.lower() == "a" and not word.startswith("one"):
+            return f"{art}n {word}"
+        if word[0] not in "aeiouh" and art.lower() == "an":
+            return f"{art[0]} {word}"
+        return m.group(0)
+
+    parts, last = [], 0
+    for q in _QUOTED.finditer(sentence):
+        parts += [_ARTICLE.sub(fix, sentence[last : q.start()]), q.group(0)]
+        last = q.end()
+    parts.append(_ARTICLE.sub(fix, sentence[last:]))
+    return "".join(parts)
+
+
 def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], opening: str,
            distributions: dict[str, dict[str, float]] | None = None) -> Repaired:  # fmt: skip
     """Keep the sentences of ``text`` that pass every check (and the support rule), then add a sentence from
@@ -253,7 +278,7 @@ def repair(text: str, evidence: Evidence, label: str, labels: Sequence[str], ope
         if problems:
             dropped.append((check.text, problems))
         elif check.kind == "claim" and check.text not in kept:  # conclusions only repeat the opening
-            kept.append(check.text)
+            kept.append(fix_articles(check.text))
     mentioned = {i for s in kept for i in cited_ids(s)}
     added = []
     for cue in strongest_cues(cues, label).values():

@@ -24,6 +24,16 @@ import numpy as np
 from .errors import InputError, ModelNotFound
 
 EPS = 1e-6
+#: the LLM whose label scores a fusion file without an ``info["llm"]`` record was fitted on (every file written
+#: before the record existed: the shipped SmolLM2, with or without the reasoner adapter)
+LEGACY_LLM = "smollm2-135m"
+
+
+def fusion_llm(fusion: "ProbabilityFusion | None") -> str | None:
+    """The LLM (:meth:`affect_llm.llm.reasoner.Reasoner.identity`) whose label scores ``fusion`` was fitted on."""
+    if fusion is None:
+        return None
+    return str(fusion.info.get("llm") or LEGACY_LLM)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -17,6 +18,7 @@ from .data import Dialogue, Utterance, as_dialogue
 from .decision import VERBAL, Decision, decide
 from .errors import InputError
 from .evidence import Evidence
+from .fusion import fusion_llm
 from .loaded import LoadedModels, Timer
 from .textnorm import normalize
 from .types import Analysis, Cue, MediaInfo, Modality, Transcript
@@ -357,7 +359,7 @@ class Pipeline:
         (``source`` or ``text``, ``context``, ``speaker``, ``explain``); an entry that is already an exception
         stays one. The result has each input's :class:`Analysis`, or its exception, in its place."""
         out: list[Analysis | Exception | None] = [None] * len(inputs)
-        ready, where, flags, timers, starts = [], [], [], [], []
+        ready, where, flags, timers, starts, told = [], [], [], [], [], []
         for k, x in enumerate(inputs):
             if isinstance(x, Exception):
                 out[k] = x
@@ -373,11 +375,12 @@ class Pipeline:
             ready.append(g)
             where.append(k)
             flags.append(x.get("explain"))
+            told.append(x.get("explain_label"))
             timers.append(timer)
             starts.append(t0)
         if ready:
             try:
-                results = self.reason_many(ready, explain=flags, timers=timers, started=starts)
+                results = self.reason_many(ready, explain=flags, timers=timers, started=starts, explain_labels=told)
             except Exception as e:
                 results = [e] * len(ready)
             for k, r in zip(where, results):
@@ -402,22 +405,46 @@ class Pipeline:
 
     def reason_many(
         self, gathered: list[Gathering], *, explain: list[bool] | bool | None = None, timers: list[Timer] | None = None,
-        started: list[float] | None = None,
+        started: list[float] | None = None, explain_labels: list[str | None] | None = None,
     ) -> list[Analysis | Exception]:  # fmt: skip
         """:meth:`reason` for many inputs (each a :meth:`gather` result), the
         explanations in one batched generation. An input that fails gets its exception in its place; the others
-        go on. Each explained input's ``explain`` timing is its share of the batch's generation time."""
+        go on. Each explained input's ``explain`` timing is its share of the batch's generation time.
+        ``explain_labels``: per input, a label to explain instead of the decided one (rationale mode: a dataset's
+        gold label; the decision itself is unchanged), or None."""
         n = len(gathered)
         flags = [explain] * n if not isinstance(explain, list) else explain
         flags = [self.config.reasoner.explain if f is None else f for f in flags]
         timers = timers or [Timer() for _ in range(n)]
         started = started or [time.perf_counter()] * n
-        decided: list[Decided | Exception] = []
-        for g, timer, t0 in zip(gathered, timers, started):
+        def decide_one(args) -> "Decided | Exception":
             try:
-                decided.append(self.decide(g, timer, t0))
+                return self.decide(*args)
             except Exception as e:
-                decided.append(e)
+                return e
+
+        jobs = list(zip(gathered, timers, started))
+        # a backend that serves several requests at once (a chat API) scores the labels of a batch concurrently
+        width = 1
+        if n > 1 and any(g.evidence.cues for g in gathered):
+            try:
+                width = int(getattr(self.reasoner(timers[0]).lm, "concurrency", 1))
+            except Exception:  # noqa: BLE001 - each input's decide says why the reasoner is not there
+                width = 1
+        if width > 1:
+            with ThreadPoolExecutor(min(width, n), thread_name_prefix="affect-llm-decide") as pool:
+                decided: list[Decided | Exception] = list(pool.map(decide_one, jobs))
+        else:
+            decided = [decide_one(j) for j in jobs]
+        labels = list(self.config.reasoner.labels)
+        for d, told in zip(decided, explain_labels or [None] * n):
+            if told and isinstance(d, Decided) and d.job is not None:
+                if told in labels:
+                    d.job = dataclasses.replace(d.job, label=told)
+                    d.explained_label = told if told != d.label else None
+                else:
+                    d.evidence.notes.append(f"the label to explain, {told!r}, is not on the label set: the decided "
+                                            "label is explained")  # fmt: skip
         todo = [d for d, f in zip(decided, flags) if isinstance(d, Decided) and f and d.job is not None]
         if todo:
             t0 = time.perf_counter()
@@ -461,6 +488,7 @@ class Pipeline:
             d.distributions = dict(found.distributions)
             return d
         reasoner = self.reasoner(timer)
+        models_used["llm"] = reasoner.identity()
         if reasoner.adapter is not None:
             models_used["adapter"] = str(reasoner.adapter.path)
         context_model = self.models.loaded_context_model
@@ -473,9 +501,17 @@ class Pipeline:
         d.distributions = dict(found.distributions)
         if has_words:  # the LLM was trained on words: on a wordless input its label scores are not evidence
             with timer("label"):
-                d.distributions = {"llm": reasoner.label_distribution(evidence_text, llm_context, soft), **d.distributions}
+                dist, d.label_method = reasoner.label_result(evidence_text, llm_context, soft)
+                d.distributions = {"llm": dist, **d.distributions}
+        fusion = self.fusion()
+        fitted_llm = fusion_llm(fusion)
+        if (fusion is not None and "llm" in d.distributions and fusion.fitted.get("llm")
+                and fitted_llm != reasoner.identity()):  # fmt: skip
+            evidence.notes.append(f"not fused: the fusion was fitted on {fitted_llm}'s label scores, not "
+                                  f"{reasoner.identity()}'s, whose distribution decides")  # fmt: skip
+            fusion = None
         try:
-            decision = decide(d.distributions, list(reasoner_opts.labels), has_words=has_words, fusion=self.fusion())
+            decision = decide(d.distributions, list(reasoner_opts.labels), has_words=has_words, fusion=fusion)
         except InputError as e:  # e.g. only distributions on another label set
             evidence.notes.append(f"no label decision from the distributions: {e}")
             decision = Decision("neutral" if "neutral" in reasoner_opts.labels else reasoner_opts.labels[0],
@@ -487,6 +523,9 @@ class Pipeline:
         elif unfused:
             evidence.notes.append("not fused: " + "; ".join(f"{m} ({why})" for m, why in unfused.items()))
         d.probs, d.fusion_weights, d.label, d.decision = decision.probabilities, decision.weights, decision.label, decision.reason
+        if reasoner_opts.open_vocab:
+            with timer("open_vocab"):
+                d.open_vocabulary = reasoner.open_vocabulary(evidence_text, llm_context)
         from .llm.reasoner import ExplainJob
 
         d.job = ExplainJob(evidence, d.label, evidence_text, soft, d.distributions)
@@ -510,6 +549,9 @@ class Pipeline:
             distributions=d.distributions,
             fusion=d.fusion_weights,
             decision=d.decision,
+            label_method=d.label_method,
+            open_vocabulary=d.open_vocabulary,
+            explained_label=d.explained_label if explain else None,
             explanation=explanation,
             cited_cues=cited,
             uncited_ids=unknown,
@@ -550,5 +592,8 @@ class Decided:
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)
     fusion_weights: dict[str, float] = field(default_factory=dict)
     decision: str = ""  # why the label is what it is (decision.Decision.reason)
+    label_method: str | None = None  # how the LLM's distribution was obtained (Reasoner.label_result)
+    explained_label: str | None = None  # the label explained instead of the decided one (reason_many)
+    open_vocabulary: list[str] | None = None  # the LLM's free emotion words (ReasonerOptions.open_vocab)
     job: ExplainJob | None = None  # None: nothing for the LLM to explain (no evidence)
     explained: tuple | None = None  # llm.reasoner.Explained

@@ -101,7 +101,17 @@ class Analysis(BaseModel):
     )
     decision: str = Field("", description="why the label is what it is: what was fused or decided alone, and what "
                           "was left out and why (affect_llm.decision)")
+    label_method: Optional[str] = Field(
+        None, description="how the LLM's distribution was obtained: scored (each label's likelihood as the answer), "
+        "logprobs (a chat API's top log-probabilities of the answer), json_schema / json / text (a structured or "
+        "plain answer's label and confidence); None: the LLM did not score (no words)")
+    open_vocabulary: Optional[list[str]] = Field(
+        None, description="the LLM's free emotion words, strongest first (--open-vocab; EMER / OV-MER style), "
+        "scored by eval over the emotion wheels; None: not asked")
     explanation: str = ""
+    explained_label: Optional[str] = Field(
+        None, description="the label the explanation justifies when it is not the decided one (rationale mode, "
+        "batch --explain-gold: the dataset's gold label); None: the explanation is of `label`")
     cited_cues: list[str] = Field(default_factory=list, description="cue ids the explanation cites that exist")
     uncited_ids: list[str] = Field(
         default_factory=list, description="ids the explanation mentions that are not in the evidence"
@@ -131,7 +141,10 @@ class Analysis(BaseModel):
             "distributions": self.distributions,
             "fusion": self.fusion,
             "decision": self.decision,
+            "label_method": self.label_method,
+            "open_vocabulary": self.open_vocabulary,
             "explanation": self.explanation,
+            "explained_label": self.explained_label,
             "cited_cues": self.cited_cues,
             "uncited_ids": self.uncited_ids,
             "cues": [c.model_dump(mode="json", include={"id", "modality", "start", "end", "text"}) for c in self.cues],

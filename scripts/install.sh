@@ -15,7 +15,7 @@ else
     TORCH=${AFFECT_LLM_TORCH:-torch==2.13.0}    # no GPU: the CPU build (on this workplace's disk)
 fi
 "${PIP[@]}" "$TORCH"
-"${PIP[@]}" -e ".[plot,eval,dev,ray,serve,langchain]" "mediapipe==1.2.2"   # the tested MediaPipe
+"${PIP[@]}" -e ".[plot,eval,dev,ray,serve,langchain,openai]" "mediapipe==1.2.2"   # the tested MediaPipe
 # the [whisper] extra (openai-whisper backend) without triton, a GPU-only compiler it lists unconditionally
 "${PIP[@]}" tiktoken more-itertools numba tqdm
 "${PIP[@]}" --no-deps "openai-whisper==20250625"

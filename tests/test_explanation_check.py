@@ -140,3 +140,13 @@ def test_the_agreement_sentence_names_each_kind_of_evidence_and_is_not_a_cue_cla
     # an invented agreement-shaped sentence that cites a cue is still a claim and checked as one
     assert check_sentences("Over the whole clip, [F2] and the words both lean to joy: they point the same way.",
                            ev.cues, labels=L, similarities=None)[0].kind == "claim"  # fmt: skip
+
+
+def test_articles_agree_with_the_next_word_outside_quotes():
+    from affect_llm.explanation import fix_articles
+
+    assert fix_articles("[T1] is an matter-of-fact remark.") == "[T1] is a matter-of-fact remark."
+    assert fix_articles("A angry tone in [P1].") == "An angry tone in [P1]."
+    assert fix_articles('They say "an big deal" with a angry tone.') == 'They say "an big deal" with an angry tone.'
+    for kept in ("an AU12 pattern", "a unique smile", "a one-off", "an hour", "a happy face", "an eager voice"):
+        assert fix_articles(kept) == kept

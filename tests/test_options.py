@@ -95,7 +95,7 @@ def test_backend_options_belong_to_the_backend_and_are_checked_by_it():
     from affect_llm.llm.vllm import VLLMOptions, options_of
 
     cfg = PipelineOptions(backend="vllm", backend_option=["lora=merged", "deterministic=false"]).config()
-    assert cfg.reasoner.backend_options == {"lora": "merged", "deterministic": "false"}
+    assert cfg.reasoner.backend_options == {"lora": "merged", "deterministic": False}  # checked and typed once
     assert options_of(cfg.reasoner) == VLLMOptions(lora="merged", deterministic=False)
     # the Python API may give a dict; the vLLM flags are the same options
     assert as_config(backend="vllm", backend_option={"url": "http://h:2/v1"}).reasoner.backend_options == {
@@ -109,7 +109,11 @@ def test_backend_options_belong_to_the_backend_and_are_checked_by_it():
     with pytest.raises(ValidationError, match="colour"):
         PipelineOptions(backend="vllm", backend_option=["colour=red"]).config()
     with pytest.raises(ValidationError, match="takes no options"):
+        PipelineOptions(backend="fake", backend_option=["url=http://h:1/v1"]).config()
+    with pytest.raises(ValidationError, match="option url: Extra inputs are not permitted"):
         PipelineOptions(backend="transformers", backend_option=["url=http://h:1/v1"]).config()
+    assert PipelineOptions(load_4bit=True).config().reasoner.backend_options == {"load_4bit": True}
+    assert PipelineOptions(backend="vllm", load_4bit=True).config().reasoner.backend_options == {}
     with pytest.raises(ValidationError, match="KEY=VALUE"):
         PipelineOptions(backend_option=["just-a-word"])
 
@@ -132,7 +136,7 @@ def test_a_new_backend_with_options_is_one_module_and_one_registration(tmp_path,
     monkeypatch.setitem(backends.MODULES, "mine", "my_backend")
     try:
         r = as_config(backend="mine", backend_option=["temperature_boost=0.5"]).reasoner
-        assert r.backend == "mine" and r.backend_options == {"temperature_boost": "0.5"}
+        assert r.backend == "mine" and r.backend_options == {"temperature_boost": 0.5}
         with pytest.raises(ValidationError, match="temperature_boost"):
             as_config(backend="mine", backend_option=["temperature_boost=hot"])
     finally:

@@ -3,9 +3,9 @@ registered here by name: what ``ReasonerOptions.backend`` (``--backend``) choose
 
 A backend module defines ``BACKEND = Backend(...)``; a new one is that module plus one line in :data:`MODULES`
 (or :func:`register` at run time). Its own options (a server URL, …) are a pydantic model in that module
-(:attr:`Backend.options`), given as ``ReasonerOptions.backend_options`` (``--backend-option KEY=VALUE``). Nothing outside a backend's module knows what it runs on: the reasoner loads
-through :func:`get`, batch and ``serve`` share one started server through :attr:`Backend.shared`, and the CLI's
-teardown calls :func:`stop_all`.
+(:attr:`Backend.options`), given as ``ReasonerOptions.backend_options`` (``--backend-option KEY=VALUE``).
+Nothing outside a backend's module knows what it runs on: the reasoner loads through :func:`get`, batch and
+``serve`` share one started server through :attr:`Backend.shared`, and the CLI's teardown calls :func:`stop_all`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 MODULES: dict[str, str] = {
     "transformers": "affect_llm.llm.hf",  # in process (torch, peft)
     "vllm": "affect_llm.llm.vllm",  # a vLLM OpenAI-compatible server (prompt_embeds)
+    "openai": "affect_llm.llm.openai_chat",  # any OpenAI-compatible chat endpoint (no adapter, no soft prompt)
     "fake": "affect_llm.llm.fake",  # deterministic, no weights: tests and integration checks
 }
 
@@ -44,6 +45,9 @@ class Backend:
     #: stop whatever the backend started in this process (servers); None: nothing to stop
     stop_all: Optional[Callable[[], None]] = None
     kill_all: Optional[Callable[[], None]] = None
+    #: whether the model takes the reasoner's LoRA adapter and soft prompt (trained for the shipped SmolLM2);
+    #: False: the base instruct prompts only, the label scores calibrated
+    adapters: bool = True
 
 
 def register(name: str, module: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import models
 from ..runtime import quiet_transformers
@@ -136,7 +137,7 @@ class TransformersLM(ChatPrompting):
     tensors live there."""
 
     def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
-                 device: str = "auto"):  # fmt: skip
+                 device: str = "auto", load_4bit: bool = False):  # fmt: skip
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
@@ -151,14 +152,21 @@ class TransformersLM(ChatPrompting):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
+        self.load_4bit = load_4bit
+        if load_4bit:  # the weights in 4-bit NF4 (bitsandbytes, CUDA only); the adapter stays unmerged beside them
+            model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only,
+                                                         **quantized_4bit(self.device, self.dtype))  # fmt: skip
+        else:
+            model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
         if adapter is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+            if not load_4bit:  # merged: no extra matmuls (merging into 4-bit weights would round the adapter away)
+                model = model.merge_and_unload()
         # attention row by row over each row's own positions: a row's output never depends on its batch
         model.set_attn_implementation(invariant.register())
-        self.model = model.to(self.device).eval()
+        self.model = (model if load_4bit else model.to(self.device)).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
@@ -415,25 +423,52 @@ def _stack_caches(prefixes: list, length: int):
     return out
 
 
+def quantized_4bit(device: "torch.device", dtype) -> dict:
+    """``from_pretrained`` arguments for 4-bit NF4 weights through bitsandbytes (computing in ``dtype``) on
+    ``device``, which must be a CUDA GPU: bitsandbytes' 4-bit kernels need one."""
+    from ..errors import BackendError, require
+
+    if device.type != "cuda":
+        raise BackendError("--load-4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels); on this machine run the "
+                           "model in bfloat16 or float32 (--dtype)")  # fmt: skip
+    require("bitsandbytes", "gpu", "--load-4bit")
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=dtype)  # fmt: skip
+    return {"quantization_config": config, "device_map": {"": str(device)}, "dtype": dtype}
+
+
+class TransformersOptions(BaseModel):
+    """The transformers backend's own options (``ReasonerOptions.backend_options``; ``--load-4bit``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    load_4bit: bool = Field(False, description="the LLM's weights in 4-bit NF4 through bitsandbytes (CUDA only); "
+                            "the adapter is applied unmerged")  # fmt: skip
+
+
 @lru_cache(maxsize=2)
 def load(ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
-         device: str = "auto") -> TransformersLM:  # fmt: skip
+         device: str = "auto", load_4bit: bool = False) -> TransformersLM:  # fmt: skip
     """A process-wide cached model."""
-    return TransformersLM(ref, threads, dtype, adapter, device)
+    return TransformersLM(ref, threads, dtype, adapter, device, load_4bit)
 
 
 def _from_options(opts, adapter: str | None) -> TransformersLM:
-    return load(opts.model, opts.threads, opts.dtype, adapter, opts.device)
+    o = TransformersOptions.model_validate(opts.backend_options)
+    return load(opts.model, opts.threads, opts.dtype, adapter, opts.device, o.load_4bit)
 
 
 def _chat_from_options(opts) -> TransformersLM:
-    return load(opts.model, opts.threads, opts.dtype, None, opts.device)
+    o = TransformersOptions.model_validate(opts.backend_options)
+    return load(opts.model, opts.threads, opts.dtype, None, opts.device, o.load_4bit)
 
 
 def _backend():
     from .backends import Backend
 
-    return Backend(load=_from_options, chat=_chat_from_options)
+    return Backend(load=_from_options, chat=_chat_from_options, options=TransformersOptions)
 
 
 BACKEND = _backend()

@@ -99,6 +99,8 @@ class Explained(NamedTuple):
 
 
 CONTENT_FREE = "Evidence:\n[T1] (text): N/A"
+#: label methods whose scores are likelihoods, which contextual calibration divides by the content-free prior
+CALIBRATED = ("scored", "logprobs")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -116,10 +118,12 @@ class Reasoner:
                  adapter: AdapterInfo | None = None):  # fmt: skip
         """``lm``: an already loaded model (then ``adapter`` describes what it carries, if anything)."""
         self.opts = opts or ReasonerOptions()
-        self.adapter = resolve_adapter(self.opts) if lm is None else adapter
+        backend = backends.get(self.opts.backend)
+        # a backend that cannot take the adapter (a chat API) runs the base prompts, calibrated
+        self.adapter = (resolve_adapter(self.opts) if backend.adapters else None) if lm is None else adapter
         adapter_path = str(self.adapter.path) if self.adapter else None
         self._given_lm = lm is not None
-        self.lm = lm if lm is not None else backends.get(self.opts.backend).load(self.opts, adapter_path)
+        self.lm = lm if lm is not None else backend.load(self.opts, adapter_path)
         self.projector = None
         if lm is None and self.adapter is not None and self.adapter.has_projector:
             from .soft_prompt import SoftPromptProjector
@@ -129,6 +133,13 @@ class Reasoner:
         self.calibrate = (self.adapter.calibrate if self.adapter else True) if calibrate is None else calibrate
         self._system = prompting.text("system.txt")
         self._prior: dict[tuple[str, ...], np.ndarray] = {}
+
+    def identity(self) -> str:
+        """The LLM as a fusion file records the one it was fitted on: the registry name of an in-process or vLLM
+        model (the same weights either way), or the served model a chat API names (``NAME @ URL``)."""
+        if backends.get(self.opts.backend).adapters:
+            return models.ALIASES.get(self.opts.model, self.opts.model)
+        return str(self.lm.name)
 
     def soft_prompt(self, embedding, context_model: str | None, fingerprint: str | None = None):
         """The soft-prompt vectors for a context embedding, or None: no projector, no embedding, or an embedding
@@ -169,61 +180,104 @@ class Reasoner:
         return self._messages(user), prefix
 
     def label_logprobs(self, evidence_text: str, context: str | None = None, soft=None) -> np.ndarray:
-        """log P(label | evidence) per label, summed over surface forms ('joy', 'Joy')."""
+        """log P(label | evidence) per label (see :meth:`label_scores`)."""
+        return self.label_scores(evidence_text, context, soft)[0]
+
+    def label_scores(self, evidence_text: str, context: str | None = None, soft=None) -> tuple[np.ndarray, str]:
+        """log P(label | evidence) per label and how it was obtained: ``scored`` (each label's log-likelihood as
+        the answer, summed over surface forms 'joy', 'Joy'), or what a backend without continuation scoring
+        reports from its own ``label_scores`` (a chat API: ``logprobs``, ``json_schema``, ``json``, ``text``)."""
         labels = self.opts.labels
+        messages = self.label_messages(evidence_text, context, soft is not None)
+        if hasattr(self.lm, "label_scores"):
+            got = self.lm.label_scores(messages, list(labels), self.opts.seed)
+            return np.asarray(got.logprobs, dtype=float), got.method
         forms = [[lab, lab.capitalize()] if lab != lab.capitalize() else [lab] for lab in labels]
         flat = [f for fs in forms for f in fs]
-        s = self.lm.score(self.label_messages(evidence_text, context, soft is not None), flat, soft=soft)
+        s = self.lm.score(messages, flat, soft=soft)
         out, k = [], 0
         for fs in forms:
             out.append(_logsumexp(s[k : k + len(fs)]))
             k += len(fs)
-        return np.array(out)
+        return np.array(out), "scored"
 
     def prepare(self) -> None:
         """Compute what every call needs once (the calibration prior), e.g. while the pipeline decodes media."""
         if self.calibrate:
             self._label_prior()
 
-    def _label_prior(self) -> np.ndarray:
+    def _label_prior(self) -> np.ndarray | None:
         # Contextual calibration (Zhao et al., 2021): the model's prior over label words, measured on a
         # content-free input and divided out, so that a small model's bias towards one word does not decide
-        # every answer.
+        # every answer. None: the backend gave no likelihoods for the content-free input (nothing to divide out).
         key = tuple(self.opts.labels)
         if key not in self._prior:
             self._prior[key] = self._cached_prior()
         return self._prior[key]
 
-    def _cached_prior(self) -> np.ndarray:
-        """The content-free label log-likelihoods, kept on disk per (model, dtype, prompt, labels)."""
+    def _cached_prior(self) -> np.ndarray | None:
+        """The content-free label log-likelihoods, kept on disk per (model, dtype, prompt, labels) for a model
+        whose weights are here (a remote model's may change under its name: measured once per process)."""
         user = self.label_messages(CONTENT_FREE)[-1]["content"]
         # the adapter by its weights, not its path: a retrained adapter in the same folder gets its own prior
         ident = json.dumps([str(self.lm.location), _adapter_digest(self.lm.adapter), str(self.lm.dtype),
                             self._system, user, self.opts.labels])  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:32]
         path = models.home() / "cache" / "label-priors" / f"{key}.json"
-        try:
-            values = json.loads(path.read_text())
-            if len(values) == len(self.opts.labels):
-                return np.array(values, dtype=float)
-        except (OSError, ValueError):
-            pass
-        values = self.label_logprobs(CONTENT_FREE)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(values.tolist()))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache only costs the recomputation
+        persistent = getattr(self.lm, "persistent_prior", True)
+        if persistent:
+            try:
+                values = json.loads(path.read_text())
+                if len(values) == len(self.opts.labels):
+                    return np.array(values, dtype=float)
+            except (OSError, ValueError):
+                pass
+        if hasattr(self.lm, "label_scores"):  # a chat API: the prior is a likelihood only by log-probabilities
+            from ..errors import BackendError
+
+            try:
+                got = self.lm.label_scores(self.label_messages(CONTENT_FREE), list(self.opts.labels), self.opts.seed,
+                                           method="logprobs")  # fmt: skip
+            except BackendError:  # no log-probabilities, or no label among them: nothing to divide out
+                return None
+            values, method = _smoothed(np.asarray(got.logprobs, dtype=float)), got.method
+        else:
+            values, method = self.label_scores(CONTENT_FREE)
+        if method not in CALIBRATED:
+            return None
+        if persistent:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(values.tolist()))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only cache only costs the recomputation
         return values
 
     def label_distribution(self, evidence_text: str, context: str | None = None, soft=None) -> dict[str, float]:
-        lp = self.label_logprobs(evidence_text, context, soft)
-        if self.calibrate:
-            lp = lp - self._label_prior()
+        return self.label_result(evidence_text, context, soft)[0]
+
+    def label_result(self, evidence_text: str, context: str | None = None,
+                     soft=None) -> tuple[dict[str, float], str]:  # fmt: skip
+        """The LLM's label distribution and how it was obtained (:meth:`label_scores`). Calibration divides out
+        the content-free prior of likelihoods only (``scored``, ``logprobs``), never a stated confidence."""
+        lp, method = self.label_scores(evidence_text, context, soft)
+        if self.calibrate and method in CALIBRATED:
+            prior = self._label_prior()
+            if prior is not None:
+                lp = lp - prior
         p = _softmax(lp)
-        return {lab: float(v) for lab, v in zip(self.opts.labels, p)}
+        return {lab: float(v) for lab, v in zip(self.opts.labels, p)}, method
+
+    # -- open vocabulary --------------------------------------------------------------------------------
+    def open_vocabulary(self, evidence_text: str, context: str | None = None) -> list[str]:
+        """The emotion words the LLM names for the evidence (EMER / OV-MER style), strongest first, at most five:
+        its answer read as a comma-separated list, each item kept when it is one or two lowercase letters-only
+        words. Evaluation maps them through the emotion wheels; words off the wheels score nothing."""
+        user = prompting.render("open_vocab.j2", evidence_text=evidence_text, context=context)
+        raw = self.lm.generate(self._messages(user), 24, 0.0, self.opts.seed)
+        return parse_emotion_words(raw)
 
     # -- explanation ------------------------------------------------------------------------------------
     def explain(self, evidence: Evidence, label: str, evidence_text: str | None = None, soft=None,
@@ -300,6 +354,27 @@ def _adapter_digest(adapter: str | None) -> str:
         if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
             h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
+
+
+def _smoothed(logprobs: np.ndarray) -> np.ndarray:
+    """A top-log-probability prior halfway to uniform: the labels a server did not list carry a floor, not a
+    measured likelihood, and dividing by a floor would lift a label the model barely gave above its answer."""
+    p = np.exp(logprobs)
+    return np.log(0.5 * p / p.sum() + 0.5 / len(p))
+
+
+def parse_emotion_words(answer: str, limit: int = 5) -> list[str]:
+    """An answer's comma-separated emotion words (its first line; "and"/"or" separate too), lowercase, one or two
+    letters-only words each, without repeats."""
+    import re
+
+    first = (answer.strip().splitlines() or [""])[0]
+    out: list[str] = []
+    for part in re.split(r",|;|/|\band\b|\bor\b", first.lower()):
+        words = [w.strip("-") for w in re.sub(r"[^a-z\s-]", " ", part).split() if w.strip("-")]
+        if 1 <= len(words) <= 2 and " ".join(words) not in out:
+            out.append(" ".join(words))
+    return out[:limit]
 
 
 def _trim(text: str) -> str:

@@ -141,7 +141,7 @@ def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     final = ProbabilityFusion(labels, MODALITIES).fit({m: data[m] for m in present}, gold, seed=opts.seed)
     report["fused_in_sample"] = scores(final.predict({m: data[m] for m in present}), gold, labels)
     final.info = {"dataset": opts.dataset, "split": opts.split, "n": int(len(gold)), "folds": opts.folds,
-                  "fitted_on": present, "report": report}  # fmt: skip
+                  "fitted_on": present, "llm": pipe.reasoner().identity(), "report": report}  # fmt: skip
     final.save(opts.out)
     Path(opts.out).with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

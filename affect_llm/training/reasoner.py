@@ -48,6 +48,7 @@ class ReasonerTrainOptions:
     speech_share: float = 0.4  # share whose words come as speech cues (S1, S2 … with times), as from a clip
     media_examples: int = 0  # media-shaped examples added (training.synthetic: sampled face and voice cues)
     oof_context: list[str] = field(default_factory=list)  # out-of-fold context models (train context --folds K)
+    data: list[str] = field(default_factory=list)  # instruction-tuning files (affect_llm.export) instead of the dataset
     epochs: int = 1
     batch: int = 8
     lr: float = 4e-4
@@ -88,6 +89,8 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     from ..prompting import dialogue_text
     from .silver import silver_explanation
 
+    if opts.data:
+        return file_examples(opts, lm, labels, console)
     rng = random.Random(opts.seed)
     dialogues = load_dataset(opts.dataset, split, opts.data_dir)
     where = [(di, i) for di, d in enumerate(dialogues) for i, u in enumerate(d.utterances) if u.label]
@@ -136,6 +139,59 @@ def build_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=No
     if opts.media_examples:
         out += _media(opts, prompts, tokenizer, eos, [dialogues[di].utterances[i] for di, i in picked])
     return out
+
+
+def file_examples(opts: ReasonerTrainOptions, lm, labels: list[str], console=None) -> list[Example]:
+    """Examples from instruction-tuning files (``opts.data``: ShareGPT or Alpaca, as ``affect-llm batch --export``
+    writes them, or any such file). A record this package exported (its evidence, cues and a label on the label
+    set) gives the two prompts the pipeline sends: the label prompt with that label as its target, and the
+    explanation prompt (``explain.j2``, the answer's opening in the model's turn) with the rest of the record's
+    answer as its target. Any other record gives its last assistant turn as the target after its turns. No soft
+    prompt (the records hold no context embedding), so no projector is trained."""
+    from ..export import read_training_records
+    from ..llm.reasoner import AdapterInfo, Reasoner
+    from ..config import ReasonerOptions
+
+    info = AdapterInfo(Path(opts.out), opts.llm, None, calibrate=False, seed_citation=False, labels=labels)
+    prompts = Reasoner(ReasonerOptions(labels=labels, adapter=None), lm=lm, adapter=info)
+    tokenizer = lm.tokenizer
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = eos if isinstance(eos, int) and eos >= 0 else tokenizer.eos_token_id
+    out: list[Example] = []
+    records = [r for f in opts.data for r in read_training_records(f)]
+    off_set = 0
+    for r in _progress(records, console, "building examples from " + ", ".join(Path(f).name for f in opts.data)):
+        answer = r.messages[-1]["content"].strip()
+        tasks = [("explain", r.messages[:-1], "", answer)]
+        if r.evidence and r.label is not None and r.label not in labels:
+            off_set += 1
+        elif r.evidence and r.label and r.extra.get("cues"):
+            evidence = _record_evidence(r.extra["cues"])
+            msgs, start = prompts.explain_messages(evidence, r.label, r.evidence)
+            if evidence is not None and answer.startswith(start.strip()):  # the pipeline's own explanation prompt
+                tasks = [("explain", msgs, start, " " + answer[len(start.strip()):].strip())]
+            tasks.append(("label", prompts.label_messages(r.evidence, r.context), "", r.label))
+        for task, msgs, start, target in tasks:
+            ids = _plain_ids(tokenizer, tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+            if start:
+                ids += tokenizer(start, add_special_tokens=False)["input_ids"]
+            tgt = tokenizer(target, add_special_tokens=False)["input_ids"]
+            out.append(Example(ids + tgt + [eos], len(ids), None, task, r.uid))
+    if off_set and console is not None:
+        console.print(f"[yellow]{off_set} records' labels are not on the {opts.dataset} label set "
+                      f"({', '.join(labels)}): no label example from them (--dataset names the set)[/]")  # fmt: skip
+    return out
+
+
+def _record_evidence(cues: list[dict]) -> Evidence | None:
+    """An exported record's cues as :class:`Evidence` (for the explanation prompt's example ids), or None."""
+    from ..types import Cue
+
+    try:
+        return Evidence.build([Cue(id=c["id"], modality=c["modality"], start=c.get("start"), end=c.get("end"),
+                                   text=c["text"]) for c in cues])  # fmt: skip
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def out_of_fold_pipelines(opts: ReasonerTrainOptions, cfg) -> list:
@@ -307,40 +363,46 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     t_build = time.monotonic()
     examples = build_examples(opts, lm, labels, console)
     build_minutes = (time.monotonic() - t_build) / 60
-    d_ctx = next(len(e.embedding) for e in examples if e.embedding is not None)
+    d_ctx = next((len(e.embedding) for e in examples if e.embedding is not None), None)
     lc = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                     target_modules=opts.lora_targets, bias="none", task_type="CAUSAL_LM")  # fmt: skip
     model = get_peft_model(_base_for_training(opts, lm, device), lc)
     embed = model.get_base_model().get_input_embeddings()
-    projector = SoftPromptProjector(
-        ProjectorConfig(d_in=d_ctx, d_model=embed.embedding_dim, n_tokens=opts.soft_tokens), embedding_rms(embed)
-    ).to(device)
+    projector = None  # no example has a context embedding (instruction-tuning files): no soft prompt to train
+    if d_ctx is not None:
+        projector = SoftPromptProjector(
+            ProjectorConfig(d_in=d_ctx, d_model=embed.embedding_dim, n_tokens=opts.soft_tokens), embedding_rms(embed)
+        ).to(device)
     lora_params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": lora_params, "lr": opts.lr},
-                             {"params": list(projector.parameters()), "lr": opts.projector_lr}],
-                            weight_decay=opts.weight_decay)  # fmt: skip
+    projector_params = list(projector.parameters()) if projector is not None else []
+    groups = [{"params": lora_params, "lr": opts.lr}]
+    if projector_params:
+        groups.append({"params": projector_params, "lr": opts.projector_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
     rng = random.Random(opts.seed)
     plan = [b for _ in range(opts.epochs) for b in _batches(examples, opts.batch, rng)]
     total = len(plan) if opts.max_steps is None else min(opts.max_steps, len(plan))
     warm = max(1, int(opts.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
     use_bf16 = opts.bf16 and (torch.cuda.is_available() or cpu_has_bf16())
-    n_trainable = sum(p.numel() for p in lora_params) + sum(p.numel() for p in projector.parameters())
+    n_trainable = sum(p.numel() for p in lora_params) + sum(p.numel() for p in projector_params)
 
     step, history, elapsed_before = 0, [], 0.0
     ckpt = _state_path(opts.out)
     if (ckpt / "state.pt").is_file():
         state = torch.load(ckpt / "state.pt", weights_only=False)
         set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
-        projector.load_state_dict(load_file(str(ckpt / "projector.safetensors"), device=str(device)))
+        if projector is not None:
+            projector.load_state_dict(load_file(str(ckpt / "projector.safetensors"), device=str(device)))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history, elapsed_before = state["step"], state["history"], state["minutes"] * 60
         torch.set_rng_state(state["torch_rng"])
         console.print(f"resuming from {ckpt} at step {step}")
     n_label = sum(e.task == "label" for e in examples)
+    source = ", ".join(opts.data) if opts.data else f"{opts.samples} {opts.dataset} train utterances"
     console.print(f"[bold]train reasoner[/]: {len(examples)} examples ({n_label} label, {len(examples) - n_label} "
-                  f"explanation) from {opts.samples} {opts.dataset} train utterances; {n_trainable:,} trainable "
+                  f"explanation) from {source}; {n_trainable:,} trainable "
                   f"parameters; {total} steps of {opts.batch}; bf16 autocast {'on' if use_bf16 else 'off'}")  # fmt: skip
 
     def save_checkpoint(minutes: float) -> None:
@@ -348,7 +410,8 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
 
         ckpt.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(ckpt))
-        save_file({k: v.contiguous() for k, v in projector.state_dict().items()}, str(ckpt / "projector.safetensors"))
+        if projector is not None:
+            save_file({k: v.contiguous() for k, v in projector.state_dict().items()}, str(ckpt / "projector.safetensors"))
         tmp = ckpt / "state.pt.tmp"
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "history": history,
                     "minutes": minutes, "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
@@ -357,7 +420,8 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     t0 = time.monotonic() - elapsed_before
     stopped = "done"
     model.train()
-    projector.train()
+    if projector is not None:
+        projector.train()
     run = {"label": [], "explain": []}
     with progress_bar("info", console=console) as bar:
         task = bar.add_task("steps", total=total, completed=step, info="")
@@ -368,7 +432,7 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
             loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([*lora_params, *projector.parameters()], 1.0)
+            torch.nn.utils.clip_grad_norm_([*lora_params, *projector_params], 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -393,15 +457,18 @@ def train(opts: ReasonerTrainOptions, console=None) -> dict:
     from ..context.model import tidy_peft_folder
 
     tidy_peft_folder(out, opts.llm)
-    projector.save(out)
+    if projector is not None:
+        projector.save(out)
     from .. import models
 
     base_sha = next((a.sha256 for a in models.get(opts.llm).assets), None) if _registered(opts.llm) else None
-    meta = {"base": opts.llm, "base_sha256": base_sha, "context_model": opts.context_model,
-            "context_fingerprint": _context_fingerprint(opts.context_model), "labels": labels,
-            "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens}  # fmt: skip
+    soft = projector is not None
+    meta = {"base": opts.llm, "base_sha256": base_sha, "context_model": opts.context_model if soft else None,
+            "context_fingerprint": _context_fingerprint(opts.context_model) if soft else None, "labels": labels,
+            "calibrate": False, "seed_citation": False, "soft_tokens": opts.soft_tokens if soft else 0}  # fmt: skip
     (out / "reasoner.json").write_text(json.dumps(meta, indent=2) + "\n")
-    pool = sum(1 for d in load_dataset(opts.dataset, "train", opts.data_dir) for u in d.utterances if u.label)
+    pool = None if opts.data else sum(1 for d in load_dataset(opts.dataset, "train", opts.data_dir)
+                                      for u in d.utterances if u.label)  # fmt: skip
     oof = [_oof_record(f) for f in opts.oof_context]
     media = sum(1 for e in examples if e.uid.startswith("media-"))
     record = {"options": asdict(opts), "pool": pool, "oof_context": oof, "media_examples": media, "examples": len(examples), "label_examples": n_label, "steps": step,
@@ -442,6 +509,8 @@ def write_card(folder: str | Path) -> Path:
     meta = json.loads((folder / "reasoner.json").read_text())
     rec = json.loads((folder / "training.json").read_text())
     upstream = _upstream_name(meta["base"])
+    if rec["options"].get("data"):
+        return _file_card(folder, meta, rec, upstream)
     pool = f" {rec['pool']:,}" if rec.get("pool") else ""  # recorded by training runs since the record has it
     o = rec["options"]
     ev_path = folder / "eval.json"
@@ -541,6 +610,31 @@ Interrupted runs resume from `OUT/checkpoint` when the same command is run again
 loss history. Limits: English TV dialogue (Friends); {"faces and voices only as sampled cue patterns, never real "
 "recordings" if n_media else "text only (MELD's video is not here)"}; the silver explanations are template-shaped,
 and so are the tuned model's.
+"""
+    path = folder / "README.md"
+    path.write_text(text)
+    return path
+
+
+def _file_card(folder: Path, meta: dict, rec: dict, upstream: str) -> Path:
+    """The card of an adapter trained on instruction-tuning files (``--data``)."""
+    o = rec["options"]
+    hist = rec["history"][-1] if rec["history"] else {}
+    files = " ".join(f"--data {f}" for f in o["data"])
+    text = f"""# {folder.name}: LoRA adapter for the reasoning LLM, from instruction-tuning files
+
+The reasoner's LoRA adapter (peft) for **{meta["base"]}** ({upstream}), trained on {", ".join(f"`{f}`" for f in o["data"])}
+(ShareGPT or Alpaca records, as `affect-llm batch … --export` writes them): {rec["examples"] - rec["label_examples"]}
+answer examples (each record's last assistant turn) and {rec["label_examples"]} label examples (the label prompt the
+pipeline scores, from records that carry their evidence and a label on the set {", ".join(meta["labels"])}). No soft
+prompt: the records hold no context embedding. Use it with `--adapter {folder.as_posix()}`.
+
+**Run.** LoRA r={o["lora_r"]}, alpha={o["lora_alpha"]} on {", ".join(o["lora_targets"])}; AdamW lr {o["lr"]},
+{o["batch"]} examples per step, seed {o["seed"]}; {rec["steps"]} steps in {rec["minutes"]:.1f} min (stopped:
+{rec["stopped"]}). Last logged losses: label {hist.get("label_loss")}, answer {hist.get("explain_loss")}.
+
+**Reproduce.** `affect-llm train reasoner {files} --out {folder.as_posix()} --batch {o["batch"]} --lr {o["lr"]} \
+--lora-r {o["lora_r"]} --max-minutes {o["max_minutes"]:g} --seed {o["seed"]}`
 """
     path = folder / "README.md"
     path.write_text(text)

@@ -98,3 +98,27 @@ def test_cuda_device_runs_the_model_on_the_gpu(tiny_lm_dir):
     np.testing.assert_allclose(gpu.score(msgs, ["calm", "tense"]), cpu.score(msgs, ["calm", "tense"]), atol=1e-3)
     assert isinstance(gpu.generate(msgs, 6), str)
     assert TransformersLM(str(tiny_lm_dir), device="cuda").dtype == torch.bfloat16
+
+
+def test_load_4bit_without_a_gpu_is_a_one_line_error(tiny_lm_dir):
+    import torch
+
+    from affect_llm.errors import BackendError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the 4-bit path runs (test below)")
+    with pytest.raises(BackendError, match="--load-4bit needs a CUDA GPU"):
+        TransformersLM(str(tiny_lm_dir), device="cpu", load_4bit=True)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_load_4bit_on_a_gpu_scores_close_to_the_full_weights(tiny_lm_dir):
+    """--load-4bit: the linear layers in NF4 (bitsandbytes), the scores within quantisation error of bf16."""
+    pytest.importorskip("bitsandbytes")
+    q = TransformersLM(str(tiny_lm_dir), device="cuda", load_4bit=True)
+    assert any("4bit" in type(m).__name__ for m in q.model.modules())
+    full = TransformersLM(str(tiny_lm_dir), device="cuda", dtype="bfloat16")
+    msgs = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "hello there"}]
+    a, b = q.score(msgs, ["calm", "tense"]), full.score(msgs, ["calm", "tense"])
+    assert np.isfinite(a).all() and np.abs(a - b).max() < 1.0
+    assert isinstance(q.generate(msgs, 6), str)
