@@ -9,14 +9,15 @@ take them.
 **Label distribution.** A chat API gives no continuation likelihoods, so the distribution comes from what the
 server does give (the method goes in ``Analysis.label_method``):
 
-- ``logprobs``: the answer's ``top_logprobs`` at its first word-bearing token. Each listed token that begins
+- ``logprobs``: the answer's ``top_logprobs`` at its first token that begins a label (a chat model may answer
+  "The speaker feels anger.": the alternatives at "anger"). Each listed token that begins
   exactly one label (``Sad`` → sadness; ``surprised`` → surprise) adds its probability to that label (a
   multi-token label is reached through its first token, and every spelling of it is summed); a token that
   begins two labels is left out. Labels the server did not list get the mass it left unlisted, shared, at most
   the smallest listed probability each. Renormalised over the label set.
 - ``json_schema``: without log-probabilities, a structured answer (``response_format`` with a JSON schema:
-  ``{"label": one of the labels, "confidence": 0-1}``); the label gets the confidence (at least ``1/K``), the
-  others share the rest.
+  ``{"label": one of the labels, "confidence": 0-1}``); the label gets the confidence (at least twice any
+  other label's share), the others share the rest.
 - ``json``: where ``response_format`` is refused, the same JSON asked for in words and parsed from the reply
   (``text`` when the reply holds only a label word).
 
@@ -85,6 +86,7 @@ class LabelScores:
 _CACHE_MARK = "<|cache_boundary|>"  # affect_llm.llm.soft_prompt.CACHE_MARK (not imported: that module loads torch)
 _SLOT = "<|context_embedding|>"
 _WORD = re.compile(r"[a-z]+")
+ANSWER_TOKENS = 12  # the label answer's length limit: room for "The speaker feels anger." before the label
 MIN_PREFIX = 3  # a token begins a label only with at least this many of its letters (not "a", "an", "n")
 #: a 400 whose message names one of these is the server refusing the label method, not this one request
 _METHOD_WORDS = ("logprob", "top_logprobs", "response_format", "json_schema", "structured", "guided", "grammar")
@@ -129,11 +131,12 @@ def distribution_from_top_logprobs(top: list[tuple[str, float]], labels: list[st
 
 
 def distribution_from_confidence(label: str, confidence: float, labels: list[str]) -> np.ndarray:
-    """A structured answer's (label, confidence) as label log-probabilities: the label gets the confidence (at
-    least ``1/K``, at most 0.99), the others share the rest."""
+    """A structured answer's (label, confidence) as label log-probabilities: the label gets the confidence, the
+    others share the rest. The answered label is the model's pick whatever confidence it states, so it gets at
+    least ``2/(K+1)`` (twice any other label's share), and at most 0.99."""
     k = len(labels)
     i = [lab.lower() for lab in labels].index(label.lower())
-    p = min(max(float(confidence), 1.0 / k), 0.99)
+    p = min(max(float(confidence), 2.0 / (k + 1)), 0.99)
     out = np.full(k, (1.0 - p) / (k - 1))
     out[i] = p
     return np.log(out)
@@ -302,16 +305,17 @@ class OpenAIChatLM:
         raise BackendError(f"no label in the answers of {self.opts.model} (tried: {', '.join(methods) or 'nothing'})")
 
     def _by_logprobs(self, messages, labels, seed) -> Optional[LabelScores]:
-        r = self._create(messages=messages, max_tokens=6, temperature=0.0, seed=seed, logprobs=True,
+        r = self._create(messages=messages, max_tokens=ANSWER_TOKENS, temperature=0.0, seed=seed, logprobs=True,
                          top_logprobs=self.opts.top_logprobs)  # fmt: skip
         content = getattr(r.choices[0].logprobs, "content", None) if r.choices[0].logprobs else None
         if not content:
             raise _Refused("no log-probabilities in the answer")
-        for pos in content:
-            if _WORD.search(pos.token.lower()):
-                top = [(t.token, t.logprob) for t in (pos.top_logprobs or [])] or [(pos.token, pos.logprob)]
-                lp = distribution_from_top_logprobs(top, labels)
-                return None if lp is None else LabelScores(lp, "logprobs")
+        for pos in content:  # the first token that names a label ("anger" of "The speaker feels anger.")
+            if distribution_from_top_logprobs([(pos.token, 0.0)], labels) is None:
+                continue
+            top = [(t.token, t.logprob) for t in (pos.top_logprobs or [])] or [(pos.token, pos.logprob)]
+            lp = distribution_from_top_logprobs(top, labels)
+            return None if lp is None else LabelScores(lp, "logprobs")
         return None
 
     def _schema(self, labels: list[str]) -> dict:

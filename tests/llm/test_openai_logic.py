@@ -54,8 +54,8 @@ def test_structured_answers_parse_and_become_distributions():
     assert parse_structured('{"label": "happy"}', MELD) is None
     p = np.exp(distribution_from_confidence("joy", 0.9, MELD))
     assert p[1] == pytest.approx(0.9) and p.sum() == pytest.approx(1) and p[0] == pytest.approx(0.1 / 6)
-    low = np.exp(distribution_from_confidence("joy", 0.01, MELD))  # never below uniform for the answered label
-    assert low[1] == pytest.approx(1 / 7)
+    low = np.exp(distribution_from_confidence("joy", 0.01, MELD))  # the answered label stays the model's pick
+    assert low[1] == pytest.approx(2 / 8) and low[1] == pytest.approx(2 * low[0])
 
 
 def test_the_opening_is_kept_once():
@@ -100,7 +100,12 @@ class Wire:
         if body.get("logprobs") and self.logprobs is True:
             top = [{"token": "Joy", "logprob": math.log(0.5), "bytes": None},
                    {"token": "Surprise", "logprob": math.log(0.3), "bytes": None}]  # fmt: skip
-            logprobs = {"content": [{"token": "Joy", "logprob": math.log(0.5), "bytes": None, "top_logprobs": top}]}
+            # a sentence before the label, as a chat model writes it: "The speaker feels Joy"
+            lead = [{"token": t, "logprob": -0.1, "bytes": None,
+                     "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": None},
+                                      {"token": "Anger", "logprob": -3.0, "bytes": None}]}
+                    for t in ("The", " speaker", " feels")]  # fmt: skip
+            logprobs = {"content": [*lead, {"token": "Joy", "logprob": math.log(0.5), "bytes": None, "top_logprobs": top}]}
         return httpx.Response(200, json={
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,

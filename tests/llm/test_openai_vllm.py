@@ -83,10 +83,12 @@ def test_the_pipeline_runs_on_a_chat_endpoint(chat_server):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["auto", "json_schema", "json"])
+@pytest.mark.parametrize("method", ["auto", "json_schema"])
 def test_a_structured_answer_gives_the_distribution_without_logprobs(chat_server, method):
     """``auto`` asking for more alternatives than the server gives (refused: 400) falls back to the structured
-    answer; the structured methods asked for directly give one too."""
+    answer (vLLM's guided decoding keeps it to the schema); ``json_schema`` asked for directly gives one too.
+    Plain ``json`` (asked for in words, no schema) is tested over a scripted wire only: SmolLM2-135M does not
+    follow the instruction (no label in its answer to this text)."""
     from affect_llm.llm.reasoner import Reasoner
 
     opts = ReasonerOptions(backend="openai", backend_options={"url": chat_server.url, "model": SERVED,
@@ -94,7 +96,7 @@ def test_a_structured_answer_gives_the_distribution_without_logprobs(chat_server
     r = Reasoner(opts)
     assert r.adapter is None and r.projector is None
     dist, got = r.label_result("Evidence:\n[T1] (text): \"Oh my God, we won! We actually won!\"")
-    assert got in ({"json_schema", "json", "text"} if method == "auto" else {method, "text"})
+    assert got == "json_schema"
     assert set(dist) == set(opts.labels)
     assert sum(dist.values()) == pytest.approx(1, abs=1e-6)
     top = max(dist, key=dist.get)
