@@ -103,10 +103,21 @@ def _clean(messages: list[Message]) -> list[Message]:
     return out
 
 
+def label_begun(token: str, labels: list[str]) -> Optional[int]:
+    """The index of the one label a token begins (or spells out with more after it), else None: "Sad" →
+    sadness, "surprised" → surprise; "s" (two labels) and "An", "N" (fewer than :data:`MIN_PREFIX` letters,
+    labels begun by accident) begin none."""
+    word = _WORD.match(token.strip().lower().lstrip("*_\"'`([{ "))
+    if not word or len(word.group(0)) < MIN_PREFIX:
+        return None
+    w = word.group(0)
+    hits = [i for i, lab in enumerate(labels) if lab.lower().startswith(w) or w.startswith(lab.lower())]
+    return hits[0] if len(hits) == 1 else None
+
+
 def distribution_from_top_logprobs(top: list[tuple[str, float]], labels: list[str]) -> Optional[np.ndarray]:
     """Label log-probabilities from one answer position's ``(token, logprob)`` alternatives (see the module
     docstring), or None when no alternative begins a label."""
-    lower = [lab.lower() for lab in labels]
     mass = np.zeros(len(labels))
     listed = 0.0
     smallest = 1.0
@@ -114,13 +125,9 @@ def distribution_from_top_logprobs(top: list[tuple[str, float]], labels: list[st
         p = math.exp(lp)
         listed += p
         smallest = min(smallest, p)
-        word = _WORD.match(token.strip().lower().lstrip("*_\"'`([{ "))
-        if not word or len(word.group(0)) < MIN_PREFIX:  # "A", "An", "N": begin labels by accident
-            continue
-        w = word.group(0)
-        hits = [i for i, lab in enumerate(lower) if lab.startswith(w) or w.startswith(lab)]
-        if len(hits) == 1:
-            mass[hits[0]] += p
+        i = label_begun(token, labels)
+        if i is not None:
+            mass[i] += p
     if mass.sum() <= 0:
         return None
     unseen = mass == 0
@@ -311,7 +318,7 @@ class OpenAIChatLM:
         if not content:
             raise _Refused("no log-probabilities in the answer")
         for pos in content:  # the first token that names a label ("anger" of "The speaker feels anger.")
-            if distribution_from_top_logprobs([(pos.token, 0.0)], labels) is None:
+            if label_begun(pos.token, labels) is None:
                 continue
             top = [(t.token, t.logprob) for t in (pos.top_logprobs or [])] or [(pos.token, pos.logprob)]
             lp = distribution_from_top_logprobs(top, labels)
