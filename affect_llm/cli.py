@@ -533,7 +533,8 @@ def serve(
     options,
 ) -> None:
     """An OpenAI-compatible endpoint: /v1/chat/completions (text or media in, the explanation and an `affect`
-    field out), /v1/models, /health."""
+    field out), /v1/models, /health; the analysis API (/v1/analyses: progress events, the whole Analysis, the
+    plot, follow-up questions) and the web page over it at /."""
     try:
         from .server import ServeOptions
         from .server import serve as run_server
@@ -541,7 +542,7 @@ def serve(
         cfg = options.config()
         opts = ServeOptions(host=host, port=port, api_key=api_key, media_root=media_root, max_body_mb=max_body_mb,
                             max_concurrency=max_concurrency, batch_wait_ms=batch_wait_ms)  # fmt: skip
-        err.print(f"affect-llm serving on http://{host}:{port}/v1 (Ctrl-C stops)")
+        err.print(f"affect-llm serving on http://{host}:{port}/v1, the web page at http://{host}:{port}/ (Ctrl-C stops)")
         run_server(opts, config=cfg)
     except typer.Exit:
         raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,18 +16,28 @@ from .config import PipelineConfig
 
 
 class Timer:
-    """Seconds per stage of one analysis (``with timer("asr"): …``), summed when a stage runs twice."""
+    """Seconds per stage of one analysis (``with timer("asr"): …``), summed when a stage runs twice.
+    ``on_stage(stage, status, seconds)``, when given, hears each stage start (``"start"``, None) and end
+    (``"done"`` or ``"failed"``, its seconds): the server's progress events. It must not raise."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stage: Callable[[str, str, float | None], None] | None = None) -> None:
         self.timings: dict[str, float] = {}
+        self.on_stage = on_stage
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(stage, "start", None)
         t0 = time.perf_counter()
+        status = "failed"
         try:
             yield
+            status = "done"
         finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+            seconds = time.perf_counter() - t0
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 4)
+            if self.on_stage is not None:
+                self.on_stage(stage, status, round(seconds, 4))
 
 
 class LoadedModels:
@@ -81,13 +91,20 @@ class LoadedModels:
             loading = self._reasoner_loading
         if loading is None:  # another thread finished the load in between
             return self._reasoner
+        heard = timer is not None and timer.on_stage is not None  # the server's progress events
+        if heard:
+            timer.on_stage("wait_llm", "start", None)
         try:
             reasoner, load_s = loading.result()  # re-raises a loading error here
         except BaseException:
             with self._lock:  # the next call tries again instead of re-raising a stale error forever
                 if self._reasoner_loading is loading:
                     self._reasoner_loading = None
+            if heard:
+                timer.on_stage("wait_llm", "failed", round(time.perf_counter() - t0, 4))
             raise
+        if heard:
+            timer.on_stage("wait_llm", "done", round(time.perf_counter() - t0, 4))
         with self._lock:
             if self._reasoner is None:
                 self._reasoner = reasoner

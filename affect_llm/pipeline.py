@@ -188,7 +188,9 @@ class Pipeline:
             return
         found.cues += speech.speech_cues(found.transcript)
         with timer("prosody"):
-            found.cues += prosody.prosody_cues(prosody.measure(audio, found.transcript, self.config.prosody))
+            track = prosody.extract_track(audio, self.config.prosody)
+            found.cues += prosody.prosody_cues(prosody.measure(audio, found.transcript, self.config.prosody, track))
+            found.timeline["prosody"] = prosody.track_timeline(track)
 
     def _start_video(self, path: str | Path, found: "Findings", timer: Timer) -> Future | None:
         """Face detection and CLIP matching over one pass of decoded frames, in a thread: neither needs the
@@ -448,6 +450,9 @@ class Pipeline:
         todo = [d for d, f in zip(decided, flags) if isinstance(d, Decided) and f and d.job is not None]
         if todo:
             t0 = time.perf_counter()
+            for d in todo:
+                if d.timer.on_stage is not None:
+                    d.timer.on_stage("explain", "start", None)
             try:
                 for d, out in zip(todo, self.reasoner().explain_many([d.job for d in todo])):
                     d.explained = out
@@ -456,6 +461,8 @@ class Pipeline:
             share = round((time.perf_counter() - t0) / len(todo), 4)
             for d in todo:
                 d.timer.timings["explain"] = share
+                if d.timer.on_stage is not None:
+                    d.timer.on_stage("explain", "failed" if d.explained is None else "done", share)
         return [d if isinstance(d, Exception) else self.finish(d, f) for d, f in zip(decided, flags)]
 
     def decide(self, g: Gathering, timer: Timer | None = None, started: float | None = None) -> "Decided":

@@ -9,6 +9,14 @@
   {"type": "json_object"}`` the content is that JSON). Later user turns ask about the same clip: the answer is
   the content, the first turn's analysis stays in ``affect`` (analyses are cached by content, so a follow-up does
   not analyse the clip again).
+- The web page at ``/`` (``affect_llm/web/``: plain HTML, CSS and JavaScript served from the package, nothing
+  fetched from elsewhere) talks to the analysis API, which any client may use too: ``POST /v1/analyses`` (the
+  media file's bytes as the body, ``?filename=clip.mp4``; or JSON ``{"text", "context", "speaker"}``) → 202 with
+  an id; ``GET /v1/analyses/{id}/events`` (server-sent events: ``stage`` as each stage starts and ends, then
+  ``done`` or ``error``); ``GET /v1/analyses/{id}`` (status, the stages so far, then the whole Analysis with its
+  timeline, or the error); ``GET /v1/analyses/{id}/plot.png``; ``POST /v1/analyses/{id}/chat`` (``{"messages":
+  [...]}``, the follow-up turns, the last one the user's question) → ``{"answer"}``. The last ``cache_size``
+  analyses are kept.
 - ``stream: true`` sends the reply as server-sent ``chat.completion.chunk`` events (the text is generated whole,
   then sent in word-sized chunks), ending with ``data: [DONE]``.
 - Safety: binds 127.0.0.1 by default; optional API key (``Authorization: Bearer KEY``); media paths only under
@@ -49,6 +57,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import AffectLLMError, BackendError, InputError, MediaError
 
 MODEL_ID = "affect-llm"
+#: the web page's files (index.html, static/)
+WEB = Path(__file__).parent / "web"
+#: the page loads nothing from elsewhere: its scripts, styles and media are this server's (or the user's own file)
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 #: the ``input_audio.format`` values accepted (the extension of the uploaded file; anything else is a 400)
 AUDIO_FORMATS = frozenset({"wav", "flac", "mp3", "mpeg", "mpga", "ogg", "oga", "opus", "m4a", "aac", "webm", "mp4",
@@ -86,6 +103,22 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     response_format: Optional[dict[str, Any]] = None
+
+
+class AnalysisRequest(BaseModel):
+    """``POST /v1/analyses`` with a JSON body: a text, optionally with the dialogue before it."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    context: Optional[str] = Field(None, description="the dialogue before the text, one `Speaker: utterance` a line")
+    speaker: Optional[str] = None
+
+
+class FollowUp(BaseModel):
+    """``POST /v1/analyses/{id}/chat``: the follow-up turns about an analysis (the last one the user's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    messages: list[ChatMessage] = Field(min_length=1)
 
 
 class APIError(Exception):
@@ -230,6 +263,142 @@ class MediaResolver:
         return target
 
 
+def _parse(model: type[BaseModel], body: bytes):
+    try:
+        return model.model_validate_json(body)
+    except ValueError as e:
+        msg = " ".join(str(e).split())[:300]
+        raise APIError(400, f"invalid request: {msg}", code="invalid_request") from None
+
+
+def _turns(turns: list[ChatMessage]) -> tuple[list[tuple[str, str]], str]:
+    """The (question, answer) history of follow-up turns, and the last user question (system turns skipped)."""
+    history, pending = [], None
+    for m in turns:
+        if m.role == "user":
+            pending = _text_of(m.content).strip()
+        elif m.role == "assistant" and pending is not None:
+            history.append((pending, _text_of(m.content)))
+            pending = None
+    if not pending:
+        raise APIError(400, "the last message must be a user question", code="invalid_request")
+    return history, pending
+
+
+def _as_api_error(e: AffectLLMError, source: Path | None, resolver: MediaResolver, name: str = "the uploaded media"):
+    """The HTTP error of a pipeline error: bad input 400, an LLM backend that failed 503, else 500. An upload is
+    named as ``name``, never by its temporary path."""
+    msg = e.one_line()
+    if source is not None and resolver.is_upload(source):
+        msg = msg.replace(str(source), name)
+    if isinstance(e, (MediaError, InputError)):
+        return APIError(400, msg, code=type(e).__name__)
+    if isinstance(e, BackendError):
+        return APIError(503, msg, type_="server_error", code=type(e).__name__)
+    return APIError(500, msg, type_="server_error", code=type(e).__name__)
+
+
+# -- the analysis jobs (POST /v1/analyses) -----------------------------------------------------------------
+
+
+class _Job:
+    """One analysis started through ``POST /v1/analyses``: its stage events as they happen, then its Analysis
+    or its error. Written by the analysis thread, read by the event streams and polls (under ``lock``)."""
+
+    def __init__(self, name: str):
+        self.id = uuid.uuid4().hex[:16]
+        self.name = name  # the uploaded file's name (or "the text"): what its errors call it
+        self.created = time.monotonic()
+        self.events: list[dict] = []
+        self.status = "running"  # running | done | failed
+        self.analysis = None
+        self.error: dict | None = None  # OpenAI's error schema, and its HTTP status under "status"
+        self.lock = threading.Lock()
+
+    def stage(self, stage: str, status: str, seconds: float | None) -> None:
+        with self.lock:
+            self.events.append({"stage": stage, "status": status, "seconds": seconds,
+                                "at": round(time.monotonic() - self.created, 3)})  # fmt: skip
+
+    def finish(self, analysis) -> None:
+        with self.lock:
+            self.analysis, self.status = analysis, "done"
+
+    def fail(self, status: int, body: dict) -> None:
+        with self.lock:
+            self.error, self.status = {"status": status, **body}, "failed"
+
+    def since(self, n: int) -> tuple[list[dict], str]:
+        with self.lock:
+            return self.events[n:], self.status
+
+    def view(self, with_analysis: bool) -> dict:
+        with self.lock:
+            out = {"id": self.id, "object": "analysis", "name": self.name, "status": self.status,
+                   "events": list(self.events), "error": self.error}  # fmt: skip
+            if with_analysis:
+                out["analysis"] = self.analysis.model_dump(mode="json") if self.analysis is not None else None
+            return out
+
+
+class _Jobs:
+    """The analyses started through the API: every running one, and the latest ``keep`` finished ones."""
+
+    def __init__(self, keep: int):
+        self._keep = keep
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new(self, name: str) -> _Job:
+        job = _Job(name)
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = [k for k, j in self._jobs.items() if j.status != "running"]
+            for k in finished[: max(0, len(finished) - self._keep)]:
+                del self._jobs[k]
+        return job
+
+    def get(self, job_id: str) -> _Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise APIError(404, f"no analysis {job_id[:40]!r} on this server (unknown, or no longer kept: the "
+                                "latest analyses are kept)", code="not_found")  # fmt: skip
+        return job
+
+    def done(self, job_id: str) -> _Job:
+        """The job, finished with an analysis (409 while it runs, its own error when it failed)."""
+        job = self.get(job_id)
+        if job.status == "running":
+            raise APIError(409, "the analysis is still running", code="analysis_running")
+        if job.status == "failed":
+            raise APIError(409, f"the analysis failed: {job.error['error']['message']}", code="analysis_failed")
+        return job
+
+
+async def _job_events(job: _Job, poll_s: float = 0.1, keepalive_s: float = 10.0):
+    """Server-sent events of a job: ``stage`` per stage event (the ones so far first), then ``done`` with the
+    label, or ``error`` with the error body; a comment every ``keepalive_s`` keeps idle connections open."""
+    sent, last = 0, time.monotonic()
+    while True:
+        events, status = job.since(sent)
+        for e in events:
+            yield f"event: stage\ndata: {json.dumps(e)}\n\n"
+        sent += len(events)
+        if events:
+            last = time.monotonic()
+        if status == "done":
+            yield f"event: done\ndata: {json.dumps({'id': job.id, 'label': job.analysis.label})}\n\n"
+            return
+        if status == "failed":
+            yield f"event: error\ndata: {json.dumps(job.error)}\n\n"
+            return
+        if time.monotonic() - last > keepalive_s:  # a client gone is noticed here (Starlette ends the stream)
+            yield ": keep-alive\n\n"
+            last = time.monotonic()
+        await asyncio.sleep(poll_s)
+
+
 # -- the app ---------------------------------------------------------------------------------------------
 
 
@@ -238,7 +407,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     :class:`~affect_llm.config.PipelineConfig` or :class:`~affect_llm.config.PipelineOptions`)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -255,6 +425,7 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     app = FastAPI(title="affect-llm", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.upload_dir = tmp
     state: dict[str, Any] = {"pipe": pipeline, "busy": 0}
+    busy_lock = threading.Lock()  # "busy" changes on the event loop (chat) and in the analysis threads
     # Three locks, so that the stages overlap: the analyses cache; the cue models (one request's cues at a time:
     # on a few cores two extractions at once only slow each other); the LLM stage (the batcher's batches and the
     # follow-up answers take turns). A request's LLM work never waits for another request's cue extraction, so
@@ -263,6 +434,29 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     cache: OrderedDict[str, Any] = OrderedDict()
     resolver = MediaResolver(opts, tmp)
     max_body = int(opts.max_body_mb * 1024 * 1024)
+    jobs = _Jobs(keep=max(1, opts.cache_size))
+    plot_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
+
+    def enter() -> None:
+        """Count a request in, or refuse it (429) when ``max_concurrency`` are in progress."""
+        with busy_lock:
+            if state["busy"] >= opts.max_concurrency:
+                raise APIError(429, "the server is busy; retry shortly", type_="rate_limit_error", code="busy",
+                               headers={"Retry-After": "1"})  # fmt: skip
+            state["busy"] += 1
+
+    def leave() -> None:
+        with busy_lock:
+            state["busy"] -= 1
+
+    async def read_body(request: Request) -> bytes:
+        chunks, total = [], 0
+        async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
+            total += len(chunk)
+            if total > max_body:
+                raise APIError(413, f"request body over {opts.max_body_mb:g} MB", code="request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def pipe():
         if state["pipe"] is None:
@@ -312,7 +506,13 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         batches = {"count": len(sizes), "mean_size": round(sum(sizes) / len(sizes), 3) if sizes else 0.0,
                    "max_size": max(sizes, default=0)}  # fmt: skip
         return {"status": "ok", "models_loaded": state["pipe"] is not None, "busy": state["busy"],
-                "llm_batches": batches}
+                "llm_batches": batches, "auth_required": bool(opts.api_key), "max_body_mb": opts.max_body_mb}
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
     @app.get("/v1/models")
     async def models():
@@ -320,26 +520,12 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        chunks, total = [], 0
-        async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
-            total += len(chunk)
-            if total > max_body:
-                raise APIError(413, f"request body over {opts.max_body_mb:g} MB", code="request_too_large")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        try:
-            req = ChatRequest.model_validate_json(body)
-        except ValueError as e:
-            msg = " ".join(str(e).split())[:300]
-            raise APIError(400, f"invalid request: {msg}", code="invalid_request") from None
-        if state["busy"] >= opts.max_concurrency:
-            raise APIError(429, "the server is busy; retry shortly", type_="rate_limit_error", code="busy",
-                           headers={"Retry-After": "1"})  # fmt: skip
-        state["busy"] += 1
+        req = _parse(ChatRequest, await read_body(request))
+        enter()
         try:
             analysis, answer = await run_in_threadpool(_respond, req)
         finally:
-            state["busy"] -= 1
+            leave()
         affect = analysis.summary()
         as_json = (req.response_format or {}).get("type") == "json_object"
         content = json.dumps({**affect, "answer": answer}) if as_json else answer
@@ -369,11 +555,11 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             if source is not None:
                 resolver.release(source)  # an upload is deleted once no request holds it
 
-    def _cache_key(source: Path | None, text: str) -> str:
-        """Text by its content, an upload by its name (its content's hash), a file under the media root by its
-        path, size and modification time (a changed file is analysed again)."""
+    def _cache_key(source: Path | None, text: str, context: str | None = None, speaker: str | None = None) -> str:
+        """Text by its content (and its dialogue's), an upload by its name (its content's hash), a file under the
+        media root by its path, size and modification time (a changed file is analysed again)."""
         if source is None:
-            key = "text:" + text
+            key = "text:" + text + (f"\0context:{context}\0speaker:{speaker or ''}" if context or speaker else "")
         elif resolver.is_upload(source):
             key = "upload:" + source.name
         else:
@@ -397,36 +583,23 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                     cache.popitem(last=False)
             if len(users) == 1:
                 return analysis, analysis.explanation
-            history, turns = [], req.messages[users[0] + 1 :]
-            question, pending = "", None
-            for m in turns:
-                if m.role == "user":
-                    pending = _text_of(m.content).strip()
-                elif m.role == "assistant" and pending is not None:
-                    history.append((pending, _text_of(m.content)))
-                    pending = None
-            question = pending or ""
-            if not question:
-                raise APIError(400, "the last message must be a user question", code="invalid_request")
+            history, question = _turns(req.messages[users[0] + 1 :])
             with llm_lock:
                 return analysis, pipe().chat(analysis, history, question)
-        except (MediaError, InputError) as e:  # uploads are named as such, not by their temporary path
-            msg = e.one_line().replace(str(source), "the uploaded media") if source and resolver.is_upload(source) \
-                else e.one_line()
-            raise APIError(400, msg, code=type(e).__name__) from None
-        except BackendError as e:
-            raise APIError(503, e.one_line(), type_="server_error", code=type(e).__name__) from None
         except AffectLLMError as e:
-            raise APIError(500, e.one_line(), type_="server_error", code=type(e).__name__) from None
+            raise _as_api_error(e, source, resolver) from None
 
-    def _analyze(source: Path | None, text: str):
+    def _analyze(source: Path | None, text: str, *, context: str | None = None, speaker: str | None = None,
+                 timer=None):  # fmt: skip
         """The cues (one request at a time on the models), then the label and explanation in the batcher, with
         whatever other requests reached the LLM stage at about the same time."""
         from .pipeline import Timer
 
-        timer, t0 = Timer(), time.perf_counter()
+        timer, t0 = timer or Timer(), time.perf_counter()
+        extra = {k: v for k, v in (("context", context), ("speaker", speaker)) if v}
         with cue_lock:
-            gathering = pipe().gather(source, timer=timer) if source else pipe().gather(text=text, timer=timer)
+            gathering = pipe().gather(source, timer=timer) if source else \
+                pipe().gather(text=text, timer=timer, **extra)
         fut = batcher.submit(gathering, timer, t0)
         try:
             return fut.result(timeout=opts.llm_timeout_s)
@@ -434,6 +607,121 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             fut.cancel()  # the batcher skips it
             raise APIError(503, f"the LLM stage did not answer within {opts.llm_timeout_s:g} s; retry shortly",
                            type_="server_error", code="llm_unavailable", headers={"Retry-After": "1"}) from None
+
+    def _cached_analysis(source, text, context, speaker, timer):
+        key = _cache_key(source, text, context, speaker)
+        with cache_lock:
+            analysis = cache.get(key)
+        if analysis is None:
+            analysis = _analyze(source, text, context=context, speaker=speaker, timer=timer)
+        elif timer.on_stage is not None:
+            timer.on_stage("cached", "done", 0.0)
+        with cache_lock:
+            cache[key] = analysis
+            cache.move_to_end(key)
+            while len(cache) > opts.cache_size:
+                cache.popitem(last=False)
+        return analysis
+
+    # -- the analysis API (the web page's, and any client's) ------------------------------------------------
+
+    @app.post("/v1/analyses")
+    async def start_analysis(request: Request, filename: Optional[str] = None):
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_body(request)
+        text = context = speaker = None
+        if ctype == "application/json":
+            req = _parse(AnalysisRequest, body)
+            text, context, speaker, name = req.text, req.context, req.speaker, "the text"
+        elif not body:
+            raise APIError(400, "the request body is empty: send a media file's bytes (with ?filename=NAME), or "
+                                "JSON with a text", code="invalid_request")  # fmt: skip
+        else:
+            name = Path(filename).name[:200] if filename and Path(filename).name else "the uploaded media"
+        enter()
+        source = None
+        try:
+            if text is None:
+                suffix = Path(filename or "").suffix.lower()
+                source = resolver._write(body, suffix)
+            job = jobs.new(name)
+            threading.Thread(target=_run_job, args=(job, source, text, context, speaker), daemon=True,
+                             name=f"affect-llm-analysis-{job.id}").start()  # fmt: skip
+        except BaseException:
+            if source is not None:
+                resolver.release(source)
+            leave()
+            raise
+        return JSONResponse(job.view(False), status_code=202, headers={"Location": f"/v1/analyses/{job.id}"})
+
+    def _run_job(job: _Job, source: Path | None, text: str | None, context: str | None, speaker: str | None):
+        from .pipeline import Timer
+
+        try:
+            job.finish(_cached_analysis(source, text, context, speaker, Timer(on_stage=job.stage)))
+        except APIError as e:
+            job.fail(e.status, _error_body(e.message, e.type, e.code, e.param))
+        except AffectLLMError as e:
+            e2 = _as_api_error(e, source, resolver, name=job.name)
+            job.fail(e2.status, _error_body(e2.message, e2.type, e2.code))
+        except Exception as e:  # noqa: BLE001 - the page hears of it; the thread must not die silently
+            job.fail(500, _error_body(f"internal error: {type(e).__name__}", "server_error"))
+        finally:
+            if job.status == "running":  # whatever happened, the job ends: its streams must not wait forever
+                job.fail(500, _error_body("internal error: the analysis thread stopped", "server_error"))
+            if source is not None:
+                resolver.release(source)
+            leave()
+
+    @app.get("/v1/analyses/{job_id}")
+    async def get_analysis(job_id: str):
+        return jobs.get(job_id).view(True)
+
+    @app.get("/v1/analyses/{job_id}/events")
+    async def analysis_events(job_id: str):
+        job = jobs.get(job_id)
+        return StreamingResponse(_job_events(job), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    @app.get("/v1/analyses/{job_id}/plot.png")
+    async def analysis_plot(job_id: str):
+        job = jobs.done(job_id)
+        png = await run_in_threadpool(_plot, job.analysis)
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:60] or "analysis"
+        return Response(png, media_type="image/png",
+                        headers={"Content-Disposition": f'attachment; filename="{stem}-timeline.png"'})  # fmt: skip
+
+    def _plot(analysis) -> bytes:
+        from .plot import plot_timeline
+
+        out = tmp / f"plot-{uuid.uuid4().hex}.png"
+        try:
+            with plot_lock:
+                plot_timeline(analysis, out)
+            return out.read_bytes()
+        except InputError as e:
+            raise APIError(400, e.one_line(), code="nothing_to_plot") from None
+        finally:
+            out.unlink(missing_ok=True)
+
+    @app.post("/v1/analyses/{job_id}/chat")
+    async def analysis_chat(job_id: str, request: Request):
+        req = _parse(FollowUp, await read_body(request))
+        job = jobs.done(job_id)
+        history, question = _turns(req.messages)
+        enter()
+        try:
+            answer = await run_in_threadpool(_answer, job.analysis, history, question)
+        finally:
+            leave()
+        return {"id": job_id, "object": "analysis.answer", "answer": answer}
+
+    def _answer(analysis, history, question) -> str:
+        try:
+            with llm_lock:
+                return pipe().chat(analysis, history, question)
+        except AffectLLMError as e:
+            raise _as_api_error(e, None, resolver) from None
 
     batcher = _Batcher(pipe, llm_lock, opts.batch_wait_ms / 1000, max_batch=max(1, opts.max_concurrency))
     app.state.batcher = batcher

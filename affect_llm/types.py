@@ -124,7 +124,8 @@ class Analysis(BaseModel):
     media: Optional[MediaInfo] = None
     timeline: dict[str, list[dict]] = Field(
         default_factory=dict,
-        description='per-frame signals, e.g. {"face": [{"t": s, "aus": {"AU12": 0-5}, "expression": {label: p}}]}',
+        description='per-frame signals: {"face": [{"t": s, "aus": {"AU12": 0-5}, "expression": {label: p} | None}], '
+        '"prosody": [{"t": s, "pitch_hz": F0 | None (unvoiced), "loudness_db": dB | None}] every 50 ms}',
     )
     models: dict[str, str] = Field(default_factory=dict, description="stage -> model used")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")

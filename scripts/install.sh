@@ -21,10 +21,13 @@ fi
 "${PIP[@]}" --no-deps "openai-whisper==20250625"
 
 # espeak-ng makes the speech fixtures of the tests and the media set; wamerican is the English word list the
-# explanation check reads (/usr/share/dict/american-english); ffmpeg is not needed (PyAV bundles its own libraries).
+# explanation check reads (/usr/share/dict/american-english); chromium and its driver run the web page's browser
+# tests (tests/web); ffmpeg is not needed (PyAV bundles its own libraries).
 NEED=()
 command -v espeak-ng >/dev/null 2>&1 || NEED+=(espeak-ng)
 [ -f /usr/share/dict/american-english ] || NEED+=(wamerican)
+command -v chromium >/dev/null 2>&1 || NEED+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || NEED+=(chromium-driver)
 if [ ${#NEED[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         (apt-get update -qq && apt-get install -y -qq "${NEED[@]}" >/dev/null) || echo "warning: could not install ${NEED[*]}; the tests that need them skip" >&2

@@ -146,8 +146,22 @@ def test_clip_scene_cues_through_the_pipeline(tmp_path):
     assert Modality.scene not in a.missing_modalities and Modality.face in a.missing_modalities
 
 
-def test_plot_without_a_face_timeline_keeps_the_analysis(tmp_path):
-    r = _cli("chat", str(shared_media() / "jfk.flac"), "--json", "--no-explain", "--plot", str(tmp_path / "p.png"))
+def test_plot_of_a_voice_only_clip_draws_its_contour(tmp_path):
+    """No video: the plot is the pitch and loudness contour (the timeline's prosody points)."""
+    png = tmp_path / "p.png"
+    r = _cli("chat", str(shared_media() / "jfk.flac"), "--json", "--no-explain", "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    a = Analysis.model_validate_json(r.stdout)
+    voice = a.timeline["prosody"]
+    assert "face" not in a.timeline and len(voice) > 100  # 11 s at 20 points a second
+    assert [p["t"] for p in voice] == sorted(p["t"] for p in voice)
+    pitched = [p["pitch_hz"] for p in voice if p["pitch_hz"] is not None]
+    assert len(pitched) > 30 and 70 < sorted(pitched)[len(pitched) // 2] < 250  # a man's speaking pitch
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_plot_with_nothing_to_draw_keeps_the_analysis(tmp_path):
+    r = _cli("chat", "--text", "I got the job!", "--json", "--no-explain", "--plot", str(tmp_path / "p.png"))
     assert r.returncode == 2
     assert Analysis.model_validate_json(r.stdout).label in MELD_LABELS  # the analysis was written first
     lines = r.stderr.strip().splitlines()

@@ -68,18 +68,39 @@ def extract_track(audio: Audio, opts: ProsodyOptions | None = None) -> ProsodyTr
     return ProsodyTrack(times=np.asarray(times), f0_hz=np.asarray(f0), intensity_db=np.asarray(idb))
 
 
+def track_timeline(track: ProsodyTrack, step: float = 0.05) -> list[dict]:
+    """The pitch and loudness contour for a timeline (one point per ``step`` seconds, the median of the frames
+    in it): ``{"t": s, "pitch_hz": F0 or None where unvoiced, "loudness_db": dB or None}``."""
+    out: list[dict] = []
+    if track.times.size == 0:
+        return out
+    bins = np.floor(track.times / step).astype(np.int64)
+    for b in np.unique(bins):
+        sel = bins == b
+        f0 = track.f0_hz[sel]
+        db = track.intensity_db[sel]
+        voiced, finite = f0[f0 > 0], db[np.isfinite(db)]
+        out.append({"t": round(float((b + 0.5) * step), 3),
+                    "pitch_hz": round(float(np.median(voiced)), 1) if voiced.size * 2 >= f0.size else None,
+                    "loudness_db": round(float(np.median(finite)), 1) if finite.size else None})  # fmt: skip
+    return out
+
+
 def _slope(t: np.ndarray, y: np.ndarray) -> float | None:
     if len(t) < 5 or np.ptp(t) < 0.1:
         return None
     return float(np.polyfit(t, y, 1)[0])
 
 
-def measure(audio: Audio, transcript: Transcript, opts: ProsodyOptions | None = None) -> list[SegmentProsody]:
-    """Per-segment prosody measures relative to the clip baseline."""
+def measure(
+    audio: Audio, transcript: Transcript, opts: ProsodyOptions | None = None, track: ProsodyTrack | None = None
+) -> list[SegmentProsody]:
+    """Per-segment prosody measures relative to the clip baseline (``track``: the clip's
+    :func:`extract_track`, when it was already computed with these options)."""
     o = opts or ProsodyOptions()
     if not transcript.segments:
         return []
-    tr = extract_track(audio, o)
+    tr = track if track is not None else extract_track(audio, o)
     in_speech = np.zeros_like(tr.times, dtype=bool)
     for s in transcript.segments:
         in_speech |= (tr.times >= s.start) & (tr.times <= s.end)

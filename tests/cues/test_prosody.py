@@ -83,3 +83,27 @@ def test_unvoiced_segment_and_empty_transcript():
     assert m.f0_median_hz is None
     assert "no voiced pitch" in prosody.describe(m, relative=False)
     assert prosody.measure(Audio(noise), Transcript(text="")) == []
+
+
+def test_the_timeline_contour_is_binned_medians_with_unvoiced_gaps():
+    """10 ms frames → 50 ms points: each point the median of its frames; pitch None where most frames are
+    unvoiced; loudness None where no frame has a finite value."""
+    times = np.arange(0.005, 0.3, 0.01)  # 30 frames, 6 bins of 5
+    f0 = np.array([100, 110, 120, 130, 140] + [0, 0, 0, 200, 210] + [150] * 5 + [0] * 5 + [90, 0, 95, 0, 100] + [180] * 5, float)
+    db = np.array([60.0] * 25 + [np.nan] * 5)
+    pts = prosody.track_timeline(prosody.ProsodyTrack(times=times, f0_hz=f0, intensity_db=db))
+    assert [p["t"] for p in pts] == [0.025, 0.075, 0.125, 0.175, 0.225, 0.275]
+    assert [p["pitch_hz"] for p in pts] == [120.0, None, 150.0, None, 95.0, 180.0]
+    assert [p["loudness_db"] for p in pts] == [60.0] * 5 + [None]
+
+
+def test_a_clip_contour_follows_a_rising_tone():
+    sr = 16000
+    t = np.arange(0, 1.0, 1 / sr)
+    freq = 120 + 80 * t  # 120 → 200 Hz
+    audio = Audio(samples=(0.3 * np.sin(2 * np.pi * np.cumsum(freq) / sr)).astype(np.float32), sample_rate=sr)
+    pts = prosody.track_timeline(prosody.extract_track(audio))
+    pitched = [(p["t"], p["pitch_hz"]) for p in pts if p["pitch_hz"] is not None]
+    assert len(pitched) >= 15
+    assert pitched[0][1] < 140 and pitched[-1][1] > 180
+    assert all(b[1] >= a[1] - 2 for a, b in zip(pitched, pitched[1:]))  # rising throughout
