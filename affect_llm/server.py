@@ -658,7 +658,11 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
         from .pipeline import Timer
 
         try:
-            job.finish(_cached_analysis(source, text, context, speaker, Timer(on_stage=job.stage)))
+            analysis = _cached_analysis(source, text, context, speaker, Timer(on_stage=job.stage))
+            if source is not None and resolver.is_upload(source):  # the user's file name, not the server's copy
+                media = analysis.media.model_copy(update={"path": job.name}) if analysis.media else None
+                analysis = analysis.model_copy(update={"source": job.name, "media": media})
+            job.finish(analysis)
         except APIError as e:
             job.fail(e.status, _error_body(e.message, e.type, e.code, e.param))
         except AffectLLMError as e:

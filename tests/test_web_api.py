@@ -99,6 +99,7 @@ def test_an_upload_streams_its_stages_then_its_analysis(app):
     assert events[-1] == ("done", {"id": job["id"], "label": "joy"})
     view = client.get(f"/v1/analyses/{job['id']}", headers=AUTH).json()
     assert view["status"] == "done" and view["name"] == "my clip.mp4" and view["error"] is None
+    assert view["analysis"]["source"] == "my clip.mp4"  # the user's name for it, not the server's temporary copy
     a = Analysis.model_validate(view["analysis"])  # the whole Analysis, timeline included
     assert a.timeline["prosody"][0]["pitch_hz"] == 120.0 and "(1000 bytes)" in a.explanation
     upload = Path(fake.calls[0]["source"])
