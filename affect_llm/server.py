@@ -570,17 +570,8 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     def _respond_to(req: ChatRequest, users: list[int], text: str, source: Path | None):
         if source is None and not text:
             raise APIError(400, "the first user message has neither media nor text", code="invalid_request")
-        key = _cache_key(source, text)
         try:
-            with cache_lock:
-                analysis = cache.get(key)
-            if analysis is None:
-                analysis = _analyze(source, text)
-            with cache_lock:
-                cache[key] = analysis
-                cache.move_to_end(key)
-                while len(cache) > opts.cache_size:
-                    cache.popitem(last=False)
+            analysis = _cached_analysis(source, text)
             if len(users) == 1:
                 return analysis, analysis.explanation
             history, question = _turns(req.messages[users[0] + 1 :])
@@ -608,13 +599,15 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
             raise APIError(503, f"the LLM stage did not answer within {opts.llm_timeout_s:g} s; retry shortly",
                            type_="server_error", code="llm_unavailable", headers={"Retry-After": "1"}) from None
 
-    def _cached_analysis(source, text, context, speaker, timer):
+    def _cached_analysis(source: Path | None, text: str | None, context: str | None = None,
+                         speaker: str | None = None, timer=None):  # fmt: skip
+        """The analysis from the cache (``timer`` hears a "cached" stage), else :func:`_analyze`'s, kept there."""
         key = _cache_key(source, text, context, speaker)
         with cache_lock:
             analysis = cache.get(key)
         if analysis is None:
             analysis = _analyze(source, text, context=context, speaker=speaker, timer=timer)
-        elif timer.on_stage is not None:
+        elif timer is not None and timer.on_stage is not None:
             timer.on_stage("cached", "done", 0.0)
         with cache_lock:
             cache[key] = analysis
@@ -663,11 +656,9 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
                 media = analysis.media.model_copy(update={"path": job.name}) if analysis.media else None
                 analysis = analysis.model_copy(update={"source": job.name, "media": media})
             job.finish(analysis)
-        except APIError as e:
-            job.fail(e.status, _error_body(e.message, e.type, e.code, e.param))
-        except AffectLLMError as e:
-            e2 = _as_api_error(e, source, resolver, name=job.name)
-            job.fail(e2.status, _error_body(e2.message, e2.type, e2.code))
+        except (APIError, AffectLLMError) as e:
+            err = e if isinstance(e, APIError) else _as_api_error(e, source, resolver, name=job.name)
+            job.fail(err.status, _error_body(err.message, err.type, err.code, err.param))
         except Exception as e:  # noqa: BLE001 - the page hears of it; the thread must not die silently
             job.fail(500, _error_body(f"internal error: {type(e).__name__}", "server_error"))
         finally:

@@ -8,6 +8,7 @@ the decoders against what was encoded rather than against hard-coded numbers.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,6 +347,13 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
     env.pop("AFFECT_LLM_DEBUG", None)
     env.pop("FORCE_COLOR", None)
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (closed again, for a server to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def count_reason_many(monkeypatch, pipe) -> list[int]:

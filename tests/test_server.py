@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import threading
 import time
 
@@ -15,17 +14,12 @@ import pytest
 
 from affect_llm.server import ServeOptions, create_app
 from tests._synth import shared_media
-from tests.conftest import count_reason_many
+from tests.conftest import count_reason_many, free_port
 
 pytestmark = pytest.mark.slow
 
 KEY = "test-key"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
     shutil.copy(shared_media() / "jfk.flac", root / "jfk.flac")
     (root.parent / "secret.txt").write_text("not media")
-    opts = ServeOptions(port=_free_port(), api_key=KEY, media_root=root, max_body_mb=4, max_concurrency=2)
+    opts = ServeOptions(port=free_port(), api_key=KEY, media_root=root, max_body_mb=4, max_concurrency=2)
     from affect_llm.config import PipelineConfig
 
     app = create_app(opts, config=PipelineConfig.model_validate({"face": {"enabled": False}}))

@@ -8,7 +8,6 @@ a rerun against the restarted server completes them, no id twice."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from affect_llm.config import PipelineOptions, ReasonerOptions
 from affect_llm.evidence import cited_ids
+from tests.conftest import free_port
 
 CLI = [sys.executable, "-m", "affect_llm.cli"]
 SERVED = "smol-chat"  # not the registry name: the backend knows the model only by what the server calls it
@@ -26,11 +26,6 @@ TOP = 5  # the server's --max-logprobs
 TEXTS = ["I can't believe you did this to me! Get out!", "Oh my God, we won! We actually won!",
          "Okay. See you tomorrow then."]  # fmt: skip
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server(port: int = 0):
@@ -129,7 +124,7 @@ def test_serve_and_a_wrong_model_name(chat_server, tmp_path):
     msg = " ".join(r.stderr.split())
     # one served model: the name is not checked at load (llama.cpp answers to any), the first request's 404 says it
     assert "has no model 'nope' (404)" in msg and f"it serves: {SERVED}" in msg and "Traceback" not in r.stderr
-    port = _port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--no-face", "--llm-url", chat_server.url,
                              "--llm-model", SERVED, "--backend-option", f"top_logprobs={TOP}"],
@@ -171,7 +166,7 @@ def test_a_server_gone_mid_batch_loses_no_work(tmp_path):
     manifest = tmp_path / "items.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"u{i}", "text": f"{t} ({i})"}) + "\n"
                                 for i, t in enumerate(TEXTS * 2)))  # fmt: skip
-    port = _port()
+    port = free_port()
     out = tmp_path / "out.jsonl"
     items = load_inputs(manifest)
     with _server(port) as server:

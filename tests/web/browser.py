@@ -5,13 +5,14 @@ driven by Selenium."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -29,11 +30,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server(str):
     """The base URL of a served instance (a str), with its process (``.proc``)."""
@@ -46,7 +42,7 @@ def served(*args: str, timeout: float = 120.0) -> Iterator[Server]:
     """``affect-llm serve ARGS`` on a free port until the block ends; yields its base URL (with ``.proc``)."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "affect_llm.cli", "serve", "--port", str(port), *args],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     url = Server(f"http://127.0.0.1:{port}")
