@@ -153,12 +153,22 @@ def agreement_sentence(distributions: dict[str, dict[str, float]] | None) -> str
     over the whole input, and to which labels — "Over the whole clip, the words lean to neutral and the face to
     fear: they do not point the same way." None with fewer than two kinds. It names each kind's pooled leaning,
     so a single cited moment that reads otherwise (one face cue reading fear in a mostly neutral clip) is not
-    contradicted by it."""
+    contradicted by it. The face's leaning is the one the decision used (:func:`affect_llm.decision.pool_face`,
+    the FER and FACS readings' geometric mean), and when those two readings lean apart the sentence says so
+    ("the face (its expression model reads joy, its action units neutral)"); the words' leaning is the LLM's and
+    the context model's summed."""
     if not distributions:
         return None
+    from .decision import pool_face
+
     tops: dict[str, str] = {}
     for name, keys in _KINDS:
         dists = [distributions[k] for k in keys if k in distributions]
+        if name == "the face" and len(dists) == 2 and set(dists[0]) == set(dists[1]):
+            fer, facs = (max(d, key=d.__getitem__) for d in dists)
+            if fer != facs:  # the pooled leaning hides a split: say it
+                name = f"the face (its expression model reads {fer}, its action units {facs})"
+            dists = [pool_face(*dists)]  # the one face distribution the decision used
         if dists:
             pooled: dict[str, float] = {}
             for d in dists:

@@ -6,6 +6,7 @@ import pytest
 
 from affect_llm.config import MELD_LABELS
 from affect_llm.cue_sentences import agreement_sentence, cue_sentence, emotion_words
+from affect_llm.decision import pool_face
 from affect_llm.evidence import Evidence, cited_ids
 from affect_llm.training.silver import silver_explanation
 from affect_llm.types import Cue, Modality
@@ -90,3 +91,16 @@ def test_face_cue_in_plain_words_and_the_context_model_without_a_dialogue():
     assert agreement_sentence(three) == ("Over the whole clip, the words lean to joy, the face to fear and the scene "
                                          "to fear: they do not point the same way.")  # fmt: skip
     assert agreement_sentence({"face": {"joy": 1.0}}) is None
+    # hamilton.mp4's face: FER leans to joy, the FACS reading to neutral; the face's leaning is their pooled
+    # reading (the one the decision used), and the sentence says the two readings split
+    split = {"llm": {"joy": 0.1, "neutral": 0.9}, "face": {"joy": 0.39, "neutral": 0.31, "fear": 0.30},
+             "facs": {"joy": 0.04, "neutral": 0.66, "fear": 0.30}}  # fmt: skip
+    assert agreement_sentence(split) == ("Over the whole clip, the words and the face (its expression model reads joy, "
+                                         "its action units neutral) both lean to neutral: they point the same way.")  # fmt: skip
+    # summed, this face would lean to fear (0.82 vs 0.80 neutral); pooled as the decision pools it, to neutral
+    sum_vs_geo = {"llm": {"joy": 0.1, "neutral": 0.0, "fear": 0.9}, "face": {"joy": 0.0, "neutral": 0.2, "fear": 0.8},
+                  "facs": {"joy": 0.38, "neutral": 0.6, "fear": 0.02}}  # fmt: skip
+    assert max(pool_face(sum_vs_geo["face"], sum_vs_geo["facs"]).items(), key=lambda kv: kv[1])[0] == "neutral"
+    assert agreement_sentence(sum_vs_geo) == (
+        "Over the whole clip, the words lean to fear and the face (its expression model reads fear, its action units "
+        "neutral) to neutral: they do not point the same way.")  # fmt: skip
