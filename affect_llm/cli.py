@@ -280,6 +280,13 @@ def train_context(
     folds: int = typer.Option(0, "--folds", help="with --fold: hold one of K folds of the train dialogues out (the "
                               "out-of-fold models the reasoner's training examples read, --oof-context)"),
     fold: int = typer.Option(0, "--fold", help="the held-out fold, 0 … K-1"),
+    encoder: str = typer.Option("minilm-l6", "--encoder", help="utterance encoder: registry name (minilm-l6, "
+                                "mpnet-base), local path or Hugging Face id"),
+    frozen_layers: int = typer.Option(0, "--frozen-layers", help="freeze the lowest N encoder layers and cache their "
+                                      "outputs once (LoRA on the layers above): what makes a large encoder affordable"),
+    loss: str = typer.Option("ce", "--loss", help="ce | balanced (class-balanced CE) | focal"),
+    focal_gamma: float = typer.Option(2.0, "--focal-gamma"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed run from OUT/checkpoint.pt"),
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
     try:
@@ -290,7 +297,8 @@ def train_context(
                             max_steps=max_steps, limit_dialogues=limit, seed=seed, dropout=dropout,
                             weight_decay=weight_decay, label_smoothing=label_smoothing, past_utterances=past,
                             aux_sentiment=aux_sentiment, threads=threads or None, folds=folds,
-                            fold=fold)  # fmt: skip
+                            fold=fold, encoder=encoder, frozen_layers=frozen_layers, loss=loss,
+                            focal_gamma=focal_gamma, resume=resume)  # fmt: skip
         rec = train(opts, console=err)
         best = rec["best_dev"] or {}
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "

@@ -30,6 +30,11 @@ from ..textnorm import normalize
 from .broad_mamba import BroadMamba, BroadMambaConfig
 
 
+#: LoRA targets by encoder family: every attention projection and both feed-forward layers
+LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "mpnet": ["q", "k", "v", "o", "dense"],
+                "roberta": ["query", "key", "value", "dense"], "xlm-roberta": ["query", "key", "value", "dense"]}  # fmt: skip
+
+
 @dataclass
 class ContextModelConfig:
     labels: list[str]
@@ -41,8 +46,17 @@ class ContextModelConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    lora_targets: list[str] | None = None  # None: the encoder family's attention and feed-forward layers
+    frozen_layers: int = 0  # the lowest N encoder layers get no LoRA (training caches their outputs once)
     broad_mamba: dict = field(default_factory=dict)
+
+    def targets(self, model_type: str) -> list[str]:
+        if self.lora_targets:
+            return list(self.lora_targets)
+        try:
+            return LORA_TARGETS[model_type]
+        except KeyError:
+            raise ValueError(f"no default LoRA targets for a {model_type!r} encoder; set lora_targets") from None
 
     def mamba_config(self, d_in: int) -> BroadMambaConfig:
         return BroadMambaConfig(**{**self.broad_mamba, "d_in": d_in, "n_labels": len(self.labels)})
@@ -56,6 +70,17 @@ class ContextOutput:
 
     def distribution(self, i: int = -1) -> dict[str, float]:
         return {lab: float(p) for lab, p in zip(self.labels, self.probabilities[i])}
+
+
+#: an utterance's encoder input (token ids, where its own tokens start) -> its states after the frozen layers
+LowerStates = dict[tuple[tuple[int, ...], int], torch.Tensor]
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a transformers model's embeddings: returns the ``inputs_embeds`` it is given."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **_):
+        return inputs_embeds
 
 
 class ContextModel(nn.Module):
@@ -74,8 +99,13 @@ class ContextModel(nn.Module):
         if lora_path is not None:  # inference: fold the LoRA update into the weights (no extra matmuls)
             self.encoder = PeftModel.from_pretrained(base, str(lora_path), is_trainable=False).merge_and_unload()
         else:
+            n = int(base.config.num_hidden_layers)
+            if not 0 <= cfg.frozen_layers < n:
+                raise ValueError(f"frozen_layers must be 0 … {n - 1} for this {n}-layer encoder")
+            cfg.lora_targets = cfg.targets(base.config.model_type)
+            upper = {"layers_to_transform": list(range(cfg.frozen_layers, n)), "layers_pattern": "layer"} if cfg.frozen_layers else {}
             lc = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                            target_modules=cfg.lora_targets, bias="none")  # fmt: skip
+                            target_modules=cfg.lora_targets, bias="none", **upper)  # fmt: skip
             self.encoder = get_peft_model(base, lc)
         self.mamba = BroadMamba(cfg.mamba_config(int(base.config.hidden_size)))
         self.fingerprint: str | None = None  # of the saved files it was loaded from (see fingerprint())
@@ -85,11 +115,21 @@ class ContextModel(nn.Module):
         """(len(texts), hidden) mean-pooled encoder states of utterances taken alone."""
         return self._encode([(ids, 0) for ids in self._ids(texts)], chunk)
 
-    def encode_dialogues(self, dialogues: list[Dialogue], chunk: int = 32) -> torch.Tensor:
+    def encode_dialogues(self, dialogues: list[Dialogue], chunk: int = 32, cache: LowerStates | None = None) -> torch.Tensor:
         """(utterances of all ``dialogues``, hidden): each utterance's encoder states, mean-pooled over its own
         tokens. With ``past_utterances`` = k, the encoder reads the k utterances before it first
         (``[CLS] u_{i-k} [SEP] … u_{i-1} [SEP] u_i [SEP]``, at most ``past_tokens`` of them, the most recent kept),
-        so attention sees the words said just before; earlier turns only, as the pipeline has them."""
+        so attention sees the words said just before; earlier turns only, as the pipeline has them.
+
+        ``cache``: the frozen lower layers' outputs for these utterances (:meth:`lower_states`); only the layers
+        above them run (training)."""
+        items = self.items(dialogues)
+        if cache is not None:
+            return self._encode_upper(items, cache, chunk)
+        return self._encode(items, chunk)
+
+    def items(self, dialogues: list[Dialogue]) -> list[tuple[list[int], int]]:
+        """The encoder's inputs for every utterance of ``dialogues``: (token ids, where its own tokens start)."""
         k = self.cfg.past_utterances
         items: list[tuple[list[int], int]] = []
         for d in dialogues:
@@ -100,11 +140,78 @@ class ContextModel(nn.Module):
                     continue
                 past = [t for p in ids[max(0, i - k) : i] for t in p[1:]][-self.cfg.past_tokens :]  # each ends in [SEP]
                 items.append(([own[0], *past, *own[1:]], 1 + len(past)))
-        return self._encode(items, chunk)
+        return items
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         texts = [normalize(t) or "." for t in texts]
         return self.tokenizer(texts, truncation=True, max_length=self.cfg.max_tokens)["input_ids"]
+
+    def _hf_model(self) -> nn.Module:
+        """The transformers encoder under peft's wrapper (or the merged one)."""
+        return self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
+
+    @torch.inference_mode()
+    def lower_states(self, dialogues: list[Dialogue], chunk: int = 32, progress=None) -> LowerStates:
+        """The hidden states after the ``frozen_layers`` lowest layers (no LoRA there, dropout off) for every
+        utterance of ``dialogues``, keyed by its encoder input: computed once, then each training epoch runs only
+        the layers above (:meth:`encode_dialogues` with ``cache``)."""
+        n = self.cfg.frozen_layers
+        if n <= 0:
+            raise ValueError("lower_states needs frozen_layers > 0")
+        was = self.training
+        self.eval()
+        hf = self._hf_model()
+        layers = hf.encoder.layer
+        hf.encoder.layer = nn.ModuleList(list(layers)[:n])
+        out: LowerStates = {}
+        try:
+            todo = list(dict.fromkeys((tuple(ids), start) for ids, start in self.items(dialogues)))
+            todo.sort(key=lambda it: len(it[0]))
+            for s in range(0, len(todo), chunk):
+                part = todo[s : s + chunk]
+                enc = self.tokenizer.pad({"input_ids": [list(ids) for ids, _ in part]}, return_tensors="pt")
+                h = self.encoder(**enc).last_hidden_state
+                for row, key in enumerate(part):
+                    out[key] = h[row, : len(key[0])].clone()
+                if progress is not None:
+                    progress(len(part))
+        finally:
+            hf.encoder.layer = layers
+            self.train(was)
+        return out
+
+    def _encode_upper(self, items: list[tuple[list[int], int]], cache: LowerStates, chunk: int) -> torch.Tensor:
+        """:meth:`_encode` from cached lower-layer states: the embeddings and the frozen layers are swapped out
+        of the transformers model for the call (any encoder with ``embeddings`` and ``encoder.layer``), so its
+        own forward builds the attention mask (and MPNet's relative position bias) and runs the layers above."""
+        hf = self._hf_model()
+        emb, layers = hf.embeddings, hf.encoder.layer
+        hf.embeddings, hf.encoder.layer = _PassThrough(), nn.ModuleList(list(layers)[self.cfg.frozen_layers :])
+        try:
+            order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+            parts = []
+            for s in range(0, len(order), chunk):
+                idx = order[s : s + chunk]
+                states = [cache[(tuple(items[i][0]), items[i][1])] for i in idx]
+                width = max(len(x) for x in states)
+                x = torch.zeros(len(idx), width, states[0].shape[-1])
+                mask = torch.zeros(len(idx), width, dtype=torch.long)
+                for row, st in enumerate(states):
+                    x[row, : len(st)], mask[row, : len(st)] = st, 1
+                h = self.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+                parts.append(self._pool(h, mask, [items[i][1] for i in idx]))
+            pooled = torch.cat(parts)
+            return pooled[torch.argsort(torch.tensor(order))]
+        finally:
+            hf.embeddings, hf.encoder.layer = emb, layers
+
+    @staticmethod
+    def _pool(h: torch.Tensor, attention_mask: torch.Tensor, starts: list[int]) -> torch.Tensor:
+        m = attention_mask.clone()
+        for row, start in enumerate(starts):
+            m[row, :start] = 0
+        m = m.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
     def _encode(self, items: list[tuple[list[int], int]], chunk: int) -> torch.Tensor:
         """``items``: (input ids, where the utterance's own tokens start; 0 pools [CLS] too, as for a lone
@@ -116,19 +223,16 @@ class ContextModel(nn.Module):
             idx = order[s : s + chunk]
             enc = self.tokenizer.pad({"input_ids": [items[i][0] for i in idx]}, return_tensors="pt")
             h = self.encoder(**enc).last_hidden_state
-            m = enc["attention_mask"].clone()
-            for row, i in enumerate(idx):
-                m[row, : items[i][1]] = 0
-            m = m.unsqueeze(-1).to(h.dtype)
-            parts.append((h * m).sum(1) / m.sum(1).clamp(min=1e-9))
+            parts.append(self._pool(h, enc["attention_mask"], [items[i][1] for i in idx]))
         pooled = torch.cat(parts)
         return pooled[torch.argsort(torch.tensor(order))]
 
-    def forward(self, dialogues: list[Dialogue]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (context embeddings (b, u, d), logits (b, u, labels), lengths (b,))."""
+    def forward(self, dialogues: list[Dialogue], cache: LowerStates | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (context embeddings (b, u, d), logits (b, u, labels), lengths (b,)). ``cache``: see
+        :meth:`lower_states`."""
         if not dialogues or any(len(d) == 0 for d in dialogues):
             raise InputError("every dialogue needs at least one utterance")
-        flat = self.encode_dialogues(dialogues)
+        flat = self.encode_dialogues(dialogues, cache=cache)
         lengths = torch.tensor([len(d) for d in dialogues])
         u_max = int(lengths.max())
         feats = flat.new_zeros(len(dialogues), u_max, flat.shape[-1])

@@ -5,6 +5,12 @@
 Trains on ``train``, evaluates on ``dev`` after every epoch, keeps the best dev weighted-F1 and stops early when it
 has not improved for ``patience`` epochs or the time budget is spent. Seeds are fixed (Python, NumPy, torch) and
 the run is single-process on CPU, so a rerun on the same machine and torch build gives the same weights.
+
+A larger encoder (``encoder="mpnet-base"``, 110M parameters) is affordable on a CPU by freezing its lower layers
+(``frozen_layers``): their outputs are computed once per utterance and cached, and each epoch runs only the layers
+above them, which carry the LoRA. Every epoch ends with a checkpoint (``checkpoint.pt`` in ``out``: trainable
+weights, optimizer, schedule, random states); ``resume=True`` continues a killed run from it and gives the weights
+the uninterrupted run would have given.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ class TrainOptions:
     past_utterances: int = 0  # earlier utterances in the encoder's input (ContextModelConfig.past_utterances)
     aux_sentiment: float = 0.0  # weight of an auxiliary loss on MELD's sentiment labels (a head used only here)
     broad_mamba: dict = field(default_factory=dict)
+    encoder: str = "minilm-l6"  # registry name, local path or Hugging Face id of the utterance encoder
+    frozen_layers: int = 0  # the lowest N encoder layers frozen and their outputs cached (no LoRA there)
+    loss: str = "ce"  # "ce" | "balanced" (class-balanced by effective number, Cui et al. 2019) | "focal"
+    focal_gamma: float = 2.0
+    resume: bool = False  # continue from out/checkpoint.pt when its options match
     folds: int = 0  # with ``fold``: train on the train dialogues outside fold ``fold`` of ``folds`` (:func:`fold_of`)
     fold: int = 0
 
@@ -83,15 +94,17 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: ContextModel, dialogues: list[Dialogue], batch_dialogues: int = 8, progress=None) -> EvalResult:
-    """Per-utterance predictions over ``dialogues`` (each seen whole, as at inference) against their gold labels."""
+def evaluate(model: ContextModel, dialogues: list[Dialogue], batch_dialogues: int = 8, progress=None,
+             cache=None) -> EvalResult:  # fmt: skip
+    """Per-utterance predictions over ``dialogues`` (each seen whole, as at inference) against their gold labels.
+    ``cache``: their frozen-layer states (:meth:`ContextModel.lower_states`)."""
     model.eval()
     labels = model.cfg.labels
     index = {lab: i for i, lab in enumerate(labels)}
     probs, gold = [], []
     for s in range(0, len(dialogues), batch_dialogues):
         batch = dialogues[s : s + batch_dialogues]
-        _, logits, lengths = model(batch)
+        _, logits, lengths = model(batch, cache=cache)
         for b, d in enumerate(batch):
             p = F.softmax(logits[b, : len(d)], -1).numpy()
             for u, row in zip(d.utterances, p):
@@ -127,6 +140,43 @@ def _sentiment_targets(batch: list[Dialogue], shape) -> torch.Tensor:
     return y
 
 
+LOSSES = ("ce", "balanced", "focal")
+CHECKPOINT = "checkpoint.pt"
+#: options that may differ between a run and its resumption
+_RESUMABLE = {"resume", "max_minutes", "threads"}
+
+
+def class_weights(train_set: list[Dialogue], labels: list[str], beta: float = 0.999) -> torch.Tensor:
+    """Class-balanced weights by effective number of samples (Cui et al., CVPR 2019): w_c ∝ (1 − β) / (1 − β^n_c),
+    scaled so they sum to the number of classes; a class absent from train gets the largest weight."""
+    counts = torch.zeros(len(labels))
+    index = {lab: i for i, lab in enumerate(labels)}
+    for d in train_set:
+        for u in d.utterances:
+            if u.label in index:
+                counts[index[u.label]] += 1
+    w = (1 - beta) / (1 - beta ** counts.clamp(min=1))
+    return w * len(labels) / w.sum()
+
+
+def emotion_loss(logits: torch.Tensor, y: torch.Tensor, opts: TrainOptions, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean loss over the labelled utterances (``y`` = -100 elsewhere) for ``opts.loss``."""
+    logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    if opts.loss == "focal":  # (1 − p_t)^γ · CE, Lin et al. 2017; label smoothing as in the CE
+        keep = y != -100
+        logits, y = logits[keep], y[keep]
+        ce = F.cross_entropy(logits, y, reduction="none", label_smoothing=opts.label_smoothing)
+        p_t = F.softmax(logits, -1).gather(1, y[:, None])[:, 0]
+        return ((1 - p_t).pow(opts.focal_gamma) * ce).mean() if len(y) else logits.sum() * 0
+    return F.cross_entropy(logits, y, weight=weights if opts.loss == "balanced" else None, ignore_index=-100,
+                           label_smoothing=opts.label_smoothing)  # fmt: skip
+
+
+def _same_run(saved: dict, opts: TrainOptions) -> bool:
+    now = asdict(opts)
+    return {k: v for k, v in saved.items() if k not in _RESUMABLE} == {k: v for k, v in now.items() if k not in _RESUMABLE}
+
+
 def train(opts: TrainOptions, console=None) -> dict:
     """Train, keep the best dev checkpoint in ``opts.out`` and return the run's record (also ``training.json``)."""
     from rich.console import Console
@@ -144,10 +194,14 @@ def train(opts: TrainOptions, console=None) -> dict:
         if not 0 <= opts.fold < opts.folds:
             raise ValueError(f"fold {opts.fold} is not one of 0 … {opts.folds - 1}")
         train_set = [d for d in train_set if fold_of(d.id, opts.folds) != opts.fold]
-    cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, lora_r=opts.lora_r, lora_alpha=2 * opts.lora_r,
-                             past_utterances=opts.past_utterances,
+    if opts.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {opts.loss!r}")
+    cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, encoder=opts.encoder, lora_r=opts.lora_r,
+                             lora_alpha=2 * opts.lora_r, past_utterances=opts.past_utterances,
+                             frozen_layers=opts.frozen_layers,
                              broad_mamba={"dropout": opts.dropout, **opts.broad_mamba})  # fmt: skip
     model = ContextModel(cfg)
+    weights = class_weights(train_set, labels) if opts.loss == "balanced" else None
     params = [p for p in model.parameters() if p.requires_grad]
     has_sentiment = any(u.sentiment for d in train_set for u in d.utterances)
     sentiment_head = None
@@ -167,11 +221,37 @@ def train(opts: TrainOptions, console=None) -> dict:
                   f"{n_trainable:,} trainable parameters; {total} steps at most")  # fmt: skip
 
     rng = random.Random(opts.seed)
-    history, best, best_epoch, step, stale = [], -1.0, -1, 0, 0
-    t0 = time.monotonic()
+    history, best, best_epoch, step, stale, start, spent = [], -1.0, -1, 0, 0, 1, 0.0
+    ckpt_path = Path(opts.out) / CHECKPOINT
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if sentiment_head is not None:
+        named.update({f"sentiment_head.{n}": p for n, p in sentiment_head.named_parameters()})
+    if opts.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if not _same_run(ck["options"], opts):
+            raise ValueError(f"{ckpt_path} is from a run with other options; delete it or train without --resume")
+        with torch.no_grad():
+            for n, v in ck["weights"].items():
+                named[n].copy_(v)
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        rng.setstate(ck["rng"])
+        np.random.set_state(ck["numpy_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        history, best, best_epoch, step, stale = ck["history"], ck["best"], ck["best_epoch"], ck["step"], ck["stale"]
+        start, spent = ck["epoch"] + 1, ck["minutes"]
+        console.print(f"resuming after epoch {ck['epoch']} (step {step}, best dev wF1 {100 * best:.2f})")
+    t0 = time.monotonic() - 60 * spent
     stop_reason = "epochs"
     with progress_bar("info", console=console) as bar:
-        for epoch in range(1, opts.epochs + 1):
+        train_cache = dev_cache = None
+        if opts.frozen_layers:  # the frozen layers' outputs, once: each epoch runs only the layers above
+            n_utts = sum(len(d) for d in train_set + dev_set)
+            t = bar.add_task(f"encoder layers 1–{opts.frozen_layers}", total=n_utts, info="")
+            train_cache = model.lower_states(train_set, progress=lambda n: bar.update(t, advance=n))
+            dev_cache = model.lower_states(dev_set, progress=lambda n: bar.update(t, advance=n))
+            bar.update(t, completed=n_utts, info=f"{len(train_cache) + len(dev_cache)} inputs cached")
+        for epoch in range(start, opts.epochs + 1):
             model.train()
             order = list(range(len(train_set)))
             rng.shuffle(order)
@@ -179,10 +259,9 @@ def train(opts: TrainOptions, console=None) -> dict:
             run_loss, seen = 0.0, 0
             for s in range(0, len(order), opts.batch_dialogues):
                 batch = [train_set[i] for i in order[s : s + opts.batch_dialogues]]
-                ctx, logits, _ = model(batch)
+                ctx, logits, _ = model(batch, cache=train_cache)
                 y = _targets(batch, labels, logits.shape[:2])
-                loss = F.cross_entropy(logits.reshape(-1, len(labels)), y.reshape(-1), ignore_index=-100,
-                                       label_smoothing=opts.label_smoothing)
+                loss = emotion_loss(logits, y, opts, weights)
                 if sentiment_head is not None:
                     ys = _sentiment_targets(batch, ctx.shape[:2])
                     if (ys >= 0).any():
@@ -204,7 +283,7 @@ def train(opts: TrainOptions, console=None) -> dict:
                     stop_reason = "time budget"
                     break
             dev_task = bar.add_task(f"dev {epoch}", total=len(dev_set), info="")
-            res = evaluate(model, dev_set, progress=lambda n, t=dev_task: bar.update(t, advance=n))
+            res = evaluate(model, dev_set, progress=lambda n, t=dev_task: bar.update(t, advance=n), cache=dev_cache)
             rec = {"epoch": epoch, "step": step, "train_loss": round(run_loss / max(1, seen), 4),
                    "minutes": round((time.monotonic() - t0) / 60, 2), "dev": res.summary()}  # fmt: skip
             history.append(rec)
@@ -220,11 +299,18 @@ def train(opts: TrainOptions, console=None) -> dict:
                 console.print(f"epoch {epoch}: step {step}, train loss {rec['train_loss']}, dev wF1 "
                               f"{rec['dev']['weighted_f1']} acc {rec['dev']['accuracy']}, {rec['minutes']} min"
                               + (" (best)" if improved else ""))  # fmt: skip
-            if stop_reason != "epochs":
-                break
-            if stale >= opts.patience:
+            if stop_reason == "epochs" and stale >= opts.patience:
                 stop_reason = f"no dev improvement for {opts.patience} epochs"
+            if stop_reason != "epochs" or epoch == opts.epochs:
                 break
+            tmp = ckpt_path.with_suffix(".tmp")  # what a killed run resumes from (written whole, then renamed)
+            torch.save({"options": asdict(opts), "epoch": epoch, "step": step, "history": history, "best": best,
+                        "best_epoch": best_epoch, "stale": stale, "minutes": (time.monotonic() - t0) / 60,
+                        "weights": {n: p.detach().clone() for n, p in named.items()},
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng.getstate(),
+                        "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
+            tmp.replace(ckpt_path)
+    ckpt_path.unlink(missing_ok=True)  # the run is over: its record is training.json
     minutes = (time.monotonic() - t0) / 60
     record = {
         "options": asdict(opts), "labels": labels, "trainable_parameters": n_trainable, "steps": step,
@@ -247,8 +333,17 @@ def write_card(record: dict, out: str | Path) -> Path:
     from .. import models
 
     o = record["options"]
-    spec = models.get("minilm-l6")
-    sha = next((a.sha256 for a in spec.assets if a.path.endswith("model.safetensors")), "?")
+    encoder = o.get("encoder", "minilm-l6")
+    try:
+        spec = models.get(encoder)
+        name = spec.upstream.split("/")[-1]
+        sha = next((a.sha256 for a in spec.assets + spec.unpacked if a.path.endswith("model.safetensors")), "?")
+        source = f"registry `{spec.name}`, `model.safetensors` sha256 `{sha}`"
+    except Exception:  # a path or Hugging Face id
+        name, source = encoder, "not a registry model"
+    frozen = o.get("frozen_layers", 0)
+    loss = {"ce": "cross-entropy", "balanced": "class-balanced cross-entropy (effective number, β = 0.999)",
+            "focal": f"focal loss (γ = {o.get('focal_gamma', 2.0)})"}[o.get("loss", "ce")]  # fmt: skip
     best = record["best_dev"] or {}
     saved = json.loads((Path(out) / "config.json").read_text())
     bm = saved["broad_mamba"]
@@ -265,14 +360,16 @@ def write_card(record: dict, out: str | Path) -> Path:
             f"(`[CLS] u_i-{k} [SEP] … u_i [SEP]`, earlier turns only, at most {saved.get('past_tokens')} of their tokens)") if k else ""
     multitask = (f" An auxiliary head (training only) predicts MELD's sentiment label from the same embedding, "
                  f"loss weight {o['aux_sentiment']}.") if record.get("sentiment_head") else ""
-    text = f"""# context-{o["dataset"]}: conversation-context model (LoRA all-MiniLM-L6-v2 + Broad Mamba)
+    lora_on = (f"layers {frozen + 1} and up (the lowest {frozen} frozen, their outputs cached during training)"
+               if frozen else "every layer")
+    text = f"""# context-{o["dataset"]}: conversation-context model (LoRA {name} + Broad Mamba)
 
 Per-utterance emotion probabilities and context embeddings for a dialogue, over the {len(record["labels"])} labels
 {", ".join(record["labels"])}. Loaded by `affect_llm.context.model.ContextModel.load` and, for `{o["dataset"]}`,
 by the default pipeline (`--context-model {o["dataset"]}`).
 
-**Architecture.** Each utterance is encoded by all-MiniLM-L6-v2 (registry `minilm-l6`, `model.safetensors`
-sha256 `{sha}`) with a LoRA adapter (r={o["lora_r"]}, alpha={2 * o["lora_r"]}, on query/key/value/dense),
+**Architecture.** Each utterance is encoded by {name} ({source}) with a LoRA adapter (r={o["lora_r"]},
+alpha={2 * o["lora_r"]}, on {"/".join(saved.get("lora_targets") or [])} in {lora_on}),
 mean-pooled{past}; speaker identity (order of first appearance) is added as an embedding; then Broad Mamba:
 {bm["n_layers"]} bidirectional selective state-space layers (d_model {bm["d_model"]}, d_state {bm["d_state"]}) over the
 dialogue, broad-learning feature nodes ({bm["n_feature_groups"]}×{bm["feature_size"]}) and enhancement nodes
@@ -282,7 +379,7 @@ trainable parameters; the base encoder is not stored here (only `encoder_lora/`,
 **Data.** {ds}; text normalised (cp1252 bytes such as `\\x92`, typographic quotes). Trained on train, model
 selection on dev weighted-F1 (each dialogue seen whole, both directions, as ERC papers evaluate).
 
-**Run.** AdamW lr {o["lr"]}, weight decay {o["weight_decay"]}, dropout {o["dropout"]}, label smoothing
+**Run.** {loss}, AdamW lr {o["lr"]}, weight decay {o["weight_decay"]}, dropout {o["dropout"]}, label smoothing
 {o["label_smoothing"]}, {o["batch_dialogues"]} dialogues per step, linear
 warm-up ({o["warmup"]:.0%}) and decay, gradient clipping 1.0, seed {o["seed"]}, up to {o["epochs"]} epochs with
 patience {o["patience"]} and a {o["max_minutes"]:.0f}-minute budget. Stopped: {record["stopped"]}; best epoch
@@ -303,7 +400,8 @@ affect-llm train context --dataset {o["dataset"]} --data-dir DIR --out adapters/
     --epochs {o["epochs"]} --batch {o["batch_dialogues"]} --lr {o["lr"]} --patience {o["patience"]} \\
     --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --dropout {o["dropout"]} \\
     --weight-decay {o["weight_decay"]} --label-smoothing {o["label_smoothing"]} --past {k} \\
-    --aux-sentiment {o.get("aux_sentiment", 0.0)} --threads {o["threads"] or 0}
+    --aux-sentiment {o.get("aux_sentiment", 0.0)} --threads {o["threads"] or 0} \\
+    --encoder {encoder} --frozen-layers {frozen} --loss {o.get("loss", "ce")}
 ```
 
 `training.json` holds the full record. Limits: trained on TV-series dialogue (Friends) in English; labels are
