@@ -13,16 +13,18 @@ cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/meld}
 PY=${PY:-.venv/bin/python}
 K=${K:-2}
-OOF=runs/oof
+OOF=${OOF:-runs/oof}
+# the fold models are trained like the shipped context model; scripts/retrain_all.sh passes its settings here
+CONTEXT_ARGS=${CONTEXT_ARGS:---epochs 4 --max-minutes 12 --batch 4 --lr 1e-3 --weight-decay 0.05 --dropout 0.3 --label-smoothing 0.1 --past 2 --aux-sentiment 0.5 --seed 0 --threads 2}
 mkdir -p "$OOF"
 folds=()
 for ((f = 0; f < K; f++)); do
   dir=$OOF/context-meld-fold${f}of${K}
   folds+=("$dir")
   if [[ ! -f $dir/training.json ]]; then
+    # shellcheck disable=SC2086
     $PY -m affect_llm.cli train context --dataset meld --data-dir "$DATA" --out "$dir" --folds "$K" --fold "$f" \
-      --epochs 4 --max-minutes 12 --batch 4 --lr 1e-3 --weight-decay 0.05 --dropout 0.3 --label-smoothing 0.1 \
-      --past 2 --aux-sentiment 0.5 --seed 0 --threads 2
+      $CONTEXT_ARGS --resume
   fi
 done
 [[ ${FOLDS_ONLY:-0} == 1 ]] && exit 0
@@ -33,7 +35,10 @@ import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 rec = out / "training.json"
-done = rec.is_file() and json.loads(rec.read_text()).get("oof_context") and not (out / "checkpoint").exists()
+meta = out / "reasoner.json"
+from affect_llm.context.model import fingerprint  # a reasoner trained on another context model is not done
+current = meta.is_file() and json.loads(meta.read_text()).get("context_fingerprint") == fingerprint("adapters/context-meld")
+done = rec.is_file() and json.loads(rec.read_text()).get("oof_context") and not (out / "checkpoint").exists() and current
 sys.exit(0 if done else 1)
 PY
 then

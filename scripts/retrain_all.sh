@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Retrain every shipped model that depends on the context model, in order, after the context model changes:
+#   1. adapters/context-meld and adapters/context-emorynlp (ENCODER_ARGS: the utterance encoder and how it trains);
+#   2. scripts/retrain_reasoner.sh: the out-of-fold MELD context models (same settings), the reasoner's projector
+#      and LoRA adapter on the new context embeddings, its evaluation, and the MELD fusion on both models' outputs;
+#   3. the EmoryNLP fusion;
+#   4. the evaluation suite (scripts/eval_suite.py), so eval/reports and the README's tables can be brought up to date.
+# Each stage leaves a mark in $RUNS (default runs/retrain) and is skipped when rerun, and the context models resume
+# from their checkpoints, so a killed run is continued by running this again; `rm -r runs/retrain` starts over.
+# Usage: bash scripts/retrain_all.sh [DATA_ROOT]          (DATA_ROOT holds meld/ and emorynlp/; ../shared/data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${1:-../shared/data}
+PY=${PY:-.venv/bin/python}
+RUNS=${RUNS:-runs/retrain}
+ENCODER_ARGS=${ENCODER_ARGS:---encoder mpnet-base --frozen-layers 10 --loss ce}
+COMMON="--batch 4 --lr 1e-3 --weight-decay 0.05 --dropout 0.3 --label-smoothing 0.1 --past 2 --seed 0 --threads 2"
+mkdir -p "$RUNS"
+
+$PY -m affect_llm.cli models pull mpnet-base minilm-l6
+
+for ds in meld emorynlp; do
+  [[ -f $RUNS/context-$ds.done ]] && continue
+  aux=$([[ $ds == meld ]] && echo "--aux-sentiment 0.5" || echo "--aux-sentiment 0")
+  # shellcheck disable=SC2086
+  $PY -m affect_llm.cli train context --dataset "$ds" --data-dir "$ROOT/$ds" --out "adapters/context-$ds" \
+    --epochs 5 --patience 2 --max-minutes 150 $COMMON $aux $ENCODER_ARGS --resume
+  touch "$RUNS/context-$ds.done"
+done
+
+# shellcheck disable=SC2086
+CONTEXT_ARGS="--epochs 4 --patience 2 --max-minutes 60 $COMMON --aux-sentiment 0.5 $ENCODER_ARGS" OOF="$RUNS/oof" \
+  bash scripts/retrain_reasoner.sh "$ROOT/meld"
+
+[[ -f $RUNS/fusion-emorynlp.done ]] || {
+  $PY -m affect_llm.cli train fusion --dataset emorynlp --data-dir "$ROOT/emorynlp"
+  touch "$RUNS/fusion-emorynlp.done"
+}
+[[ -f $RUNS/suite.done ]] || {
+  $PY scripts/eval_suite.py --data-root "$ROOT"
+  touch "$RUNS/suite.done"
+}
