@@ -154,7 +154,8 @@ class ContextModel(nn.Module):
     def lower_states(self, dialogues: list[Dialogue], chunk: int = 32, progress=None) -> LowerStates:
         """The hidden states after the ``frozen_layers`` lowest layers (no LoRA there, dropout off) for every
         utterance of ``dialogues``, keyed by its encoder input: computed once, then each training epoch runs only
-        the layers above (:meth:`encode_dialogues` with ``cache``)."""
+        the layers above (:meth:`encode_dialogues` with ``cache``). Training only: it swaps the upper layers out
+        of the model for the call, so no other thread may use the model meanwhile."""
         n = self.cfg.frozen_layers
         if n <= 0:
             raise ValueError("lower_states needs frozen_layers > 0")
@@ -183,7 +184,8 @@ class ContextModel(nn.Module):
     def _encode_upper(self, items: list[tuple[list[int], int]], cache: LowerStates, chunk: int) -> torch.Tensor:
         """:meth:`_encode` from cached lower-layer states: the embeddings and the frozen layers are swapped out
         of the transformers model for the call (any encoder with ``embeddings`` and ``encoder.layer``), so its
-        own forward builds the attention mask (and MPNet's relative position bias) and runs the layers above."""
+        own forward builds the attention mask (and MPNet's relative position bias) and runs the layers above.
+        Training only, like :meth:`lower_states`."""
         hf = self._hf_model()
         emb, layers = hf.embeddings, hf.encoder.layer
         hf.embeddings, hf.encoder.layer = _PassThrough(), nn.ModuleList(list(layers)[self.cfg.frozen_layers :])
