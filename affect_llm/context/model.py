@@ -13,6 +13,7 @@ folder holds only what training changed.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -123,10 +124,7 @@ class ContextModel(nn.Module):
 
         ``cache``: the frozen lower layers' outputs for these utterances (:meth:`lower_states`); only the layers
         above them run (training)."""
-        items = self.items(dialogues)
-        if cache is not None:
-            return self._encode_upper(items, cache, chunk)
-        return self._encode(items, chunk)
+        return self._encode(self.items(dialogues), chunk, cache)
 
     def items(self, dialogues: list[Dialogue]) -> list[tuple[list[int], int]]:
         """The encoder's inputs for every utterance of ``dialogues``: (token ids, where its own tokens start)."""
@@ -150,62 +148,49 @@ class ContextModel(nn.Module):
         """The transformers encoder under peft's wrapper (or the merged one)."""
         return self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
 
+    @contextmanager
+    def _only_layers(self, start: int, stop: int | None = None):
+        """Run only encoder layers ``start`` … ``stop``-1 for the duration: the others are swapped out of the
+        transformers model (any encoder with ``embeddings`` and ``encoder.layer``), and from ``start`` > 0 the
+        embeddings too, so the input is ``inputs_embeds`` = cached states, and the model's own forward still
+        builds the attention mask (and MPNet's relative position bias). Training only: no other thread may use
+        the model meanwhile."""
+        hf = self._hf_model()
+        emb, layers = hf.embeddings, hf.encoder.layer
+        hf.encoder.layer = nn.ModuleList(list(layers)[start:stop])
+        if start > 0:
+            hf.embeddings = _PassThrough()
+        try:
+            yield
+        finally:
+            hf.embeddings, hf.encoder.layer = emb, layers
+
     @torch.inference_mode()
     def lower_states(self, dialogues: list[Dialogue], chunk: int = 32, progress=None) -> LowerStates:
         """The hidden states after the ``frozen_layers`` lowest layers (no LoRA there, dropout off) for every
         utterance of ``dialogues``, keyed by its encoder input: computed once, then each training epoch runs only
-        the layers above (:meth:`encode_dialogues` with ``cache``). Training only: it swaps the upper layers out
-        of the model for the call, so no other thread may use the model meanwhile."""
+        the layers above (:meth:`encode_dialogues` with ``cache``). Training only (:meth:`_only_layers`)."""
         n = self.cfg.frozen_layers
         if n <= 0:
             raise ValueError("lower_states needs frozen_layers > 0")
         was = self.training
         self.eval()
-        hf = self._hf_model()
-        layers = hf.encoder.layer
-        hf.encoder.layer = nn.ModuleList(list(layers)[:n])
         out: LowerStates = {}
         try:
             todo = list(dict.fromkeys((tuple(ids), start) for ids, start in self.items(dialogues)))
             todo.sort(key=lambda it: len(it[0]))
-            for s in range(0, len(todo), chunk):
-                part = todo[s : s + chunk]
-                enc = self.tokenizer.pad({"input_ids": [list(ids) for ids, _ in part]}, return_tensors="pt")
-                h = self.encoder(**enc).last_hidden_state
-                for row, key in enumerate(part):
-                    out[key] = h[row, : len(key[0])].clone()
-                if progress is not None:
-                    progress(len(part))
+            with self._only_layers(0, n):
+                for s in range(0, len(todo), chunk):
+                    part = todo[s : s + chunk]
+                    enc = self.tokenizer.pad({"input_ids": [list(ids) for ids, _ in part]}, return_tensors="pt")
+                    h = self.encoder(**enc).last_hidden_state
+                    for row, key in enumerate(part):
+                        out[key] = h[row, : len(key[0])].clone()
+                    if progress is not None:
+                        progress(len(part))
         finally:
-            hf.encoder.layer = layers
             self.train(was)
         return out
-
-    def _encode_upper(self, items: list[tuple[list[int], int]], cache: LowerStates, chunk: int) -> torch.Tensor:
-        """:meth:`_encode` from cached lower-layer states: the embeddings and the frozen layers are swapped out
-        of the transformers model for the call (any encoder with ``embeddings`` and ``encoder.layer``), so its
-        own forward builds the attention mask (and MPNet's relative position bias) and runs the layers above.
-        Training only, like :meth:`lower_states`."""
-        hf = self._hf_model()
-        emb, layers = hf.embeddings, hf.encoder.layer
-        hf.embeddings, hf.encoder.layer = _PassThrough(), nn.ModuleList(list(layers)[self.cfg.frozen_layers :])
-        try:
-            order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-            parts = []
-            for s in range(0, len(order), chunk):
-                idx = order[s : s + chunk]
-                states = [cache[(tuple(items[i][0]), items[i][1])] for i in idx]
-                width = max(len(x) for x in states)
-                x = torch.zeros(len(idx), width, states[0].shape[-1])
-                mask = torch.zeros(len(idx), width, dtype=torch.long)
-                for row, st in enumerate(states):
-                    x[row, : len(st)], mask[row, : len(st)] = st, 1
-                h = self.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-                parts.append(self._pool(h, mask, [items[i][1] for i in idx]))
-            pooled = torch.cat(parts)
-            return pooled[torch.argsort(torch.tensor(order))]
-        finally:
-            hf.embeddings, hf.encoder.layer = emb, layers
 
     @staticmethod
     def _pool(h: torch.Tensor, attention_mask: torch.Tensor, starts: list[int]) -> torch.Tensor:
@@ -215,17 +200,29 @@ class ContextModel(nn.Module):
         m = m.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
-    def _encode(self, items: list[tuple[list[int], int]], chunk: int) -> torch.Tensor:
+    def _encode(self, items: list[tuple[list[int], int]], chunk: int, cache: LowerStates | None = None) -> torch.Tensor:
         """``items``: (input ids, where the utterance's own tokens start; 0 pools [CLS] too, as for a lone
         utterance). Runs in chunks of similar length, so short utterances are not padded to the longest one
-        (MELD: median 12 tokens, longest 95)."""
+        (MELD: median 12 tokens, longest 95). With ``cache`` (:meth:`lower_states`), only the layers above the
+        frozen ones run, on the cached states (training)."""
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
         parts = []
-        for s in range(0, len(order), chunk):
-            idx = order[s : s + chunk]
-            enc = self.tokenizer.pad({"input_ids": [items[i][0] for i in idx]}, return_tensors="pt")
-            h = self.encoder(**enc).last_hidden_state
-            parts.append(self._pool(h, enc["attention_mask"], [items[i][1] for i in idx]))
+        with self._only_layers(self.cfg.frozen_layers) if cache is not None else nullcontext():
+            for s in range(0, len(order), chunk):
+                idx = order[s : s + chunk]
+                if cache is None:
+                    enc = self.tokenizer.pad({"input_ids": [items[i][0] for i in idx]}, return_tensors="pt")
+                    mask = enc["attention_mask"]
+                    h = self.encoder(**enc).last_hidden_state
+                else:
+                    states = [cache[(tuple(items[i][0]), items[i][1])] for i in idx]
+                    width = max(len(x) for x in states)
+                    x = torch.zeros(len(idx), width, states[0].shape[-1])
+                    mask = torch.zeros(len(idx), width, dtype=torch.long)
+                    for row, st in enumerate(states):
+                        x[row, : len(st)], mask[row, : len(st)] = st, 1
+                    h = self.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+                parts.append(self._pool(h, mask, [items[i][1] for i in idx]))
         pooled = torch.cat(parts)
         return pooled[torch.argsort(torch.tensor(order))]
 
