@@ -172,6 +172,12 @@ def emotion_loss(logits: torch.Tensor, y: torch.Tensor, opts: TrainOptions, weig
                            label_smoothing=opts.label_smoothing)  # fmt: skip
 
 
+def _assign(named: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, v in values.items():
+            named[n].copy_(v)
+
+
 def _same_run(saved: dict, opts: TrainOptions) -> bool:
     now = asdict(opts)
     return {k: v for k, v in saved.items() if k not in _RESUMABLE} == {k: v for k, v in now.items() if k not in _RESUMABLE}
@@ -222,6 +228,7 @@ def train(opts: TrainOptions, console=None) -> dict:
 
     rng = random.Random(opts.seed)
     history, best, best_epoch, step, stale, start, spent = [], -1.0, -1, 0, 0, 1, 0.0
+    best_weights: dict[str, torch.Tensor] = {}
     ckpt_path = Path(opts.out) / CHECKPOINT
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if sentiment_head is not None:
@@ -230,9 +237,7 @@ def train(opts: TrainOptions, console=None) -> dict:
         ck = torch.load(ckpt_path, weights_only=False)
         if not _same_run(ck["options"], opts):
             raise ValueError(f"{ckpt_path} is from a run with other options; delete it or train without --resume")
-        with torch.no_grad():
-            for n, v in ck["weights"].items():
-                named[n].copy_(v)
+        _assign(named, ck["weights"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         rng.setstate(ck["rng"])
@@ -240,6 +245,15 @@ def train(opts: TrainOptions, console=None) -> dict:
         torch.set_rng_state(ck["torch_rng"])
         history, best, best_epoch, step, stale = ck["history"], ck["best"], ck["best_epoch"], ck["step"], ck["stale"]
         start, spent = ck["epoch"] + 1, ck["minutes"]
+        if spent >= opts.max_minutes:
+            raise ValueError(f"{ckpt_path}: the time budget is spent ({spent:.1f} of {opts.max_minutes:g} min, "
+                             "counted over every run so far); resume with a larger --max-minutes")
+        best_weights = ck.get("best_weights", {})
+        if best_weights:  # the folder's weights may be a later, unfinished epoch's: put back the best finished one
+            current = {n: p.detach().clone() for n, p in named.items()}
+            _assign(named, best_weights)
+            model.save(opts.out)
+            _assign(named, current)
         console.print(f"resuming after epoch {ck['epoch']} (step {step}, best dev wF1 {100 * best:.2f})")
     t0 = time.monotonic() - 60 * spent
     stop_reason = "epochs"
@@ -284,13 +298,17 @@ def train(opts: TrainOptions, console=None) -> dict:
                     break
             dev_task = bar.add_task(f"dev {epoch}", total=len(dev_set), info="")
             res = evaluate(model, dev_set, progress=lambda n, t=dev_task: bar.update(t, advance=n), cache=dev_cache)
+            partial = seen < steps_per_epoch  # stopped inside the epoch (time budget, max_steps)
             rec = {"epoch": epoch, "step": step, "train_loss": round(run_loss / max(1, seen), 4),
                    "minutes": round((time.monotonic() - t0) / 60, 2), "dev": res.summary()}  # fmt: skip
+            if partial:
+                rec["partial"] = True
             history.append(rec)
             improved = res.weighted_f1 > best
             if improved:
                 best, best_epoch, stale = res.weighted_f1, epoch, 0
                 model.save(opts.out)
+                best_weights = {n: p.detach().clone() for n, p in named.items()}
             else:
                 stale += 1
             bar.update(dev_task, info=f"wF1 {100 * res.weighted_f1:.2f} acc {100 * res.accuracy:.2f}"
@@ -298,19 +316,24 @@ def train(opts: TrainOptions, console=None) -> dict:
             if not console.is_terminal:  # logs (CI, nohup) get one line an epoch; a terminal has the bars
                 console.print(f"epoch {epoch}: step {step}, train loss {rec['train_loss']}, dev wF1 "
                               f"{rec['dev']['weighted_f1']} acc {rec['dev']['accuracy']}, {rec['minutes']} min"
-                              + (" (best)" if improved else ""))  # fmt: skip
+                              + (" (best)" if improved else "") + (" (unfinished epoch)" if partial else ""))
             if stop_reason == "epochs" and stale >= opts.patience:
                 stop_reason = f"no dev improvement for {opts.patience} epochs"
+            if not partial and epoch < opts.epochs and stop_reason in ("epochs", "time budget"):
+                tmp = ckpt_path.with_suffix(".tmp")  # what a killed run resumes from (written whole, then renamed)
+                torch.save({"options": asdict(opts), "epoch": epoch, "step": step, "history": history, "best": best,
+                            "best_epoch": best_epoch, "stale": stale, "minutes": (time.monotonic() - t0) / 60,
+                            "weights": {n: p.detach().clone() for n, p in named.items()}, "best_weights": best_weights,
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng.getstate(),
+                            "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
+                tmp.replace(ckpt_path)
             if stop_reason != "epochs" or epoch == opts.epochs:
                 break
-            tmp = ckpt_path.with_suffix(".tmp")  # what a killed run resumes from (written whole, then renamed)
-            torch.save({"options": asdict(opts), "epoch": epoch, "step": step, "history": history, "best": best,
-                        "best_epoch": best_epoch, "stale": stale, "minutes": (time.monotonic() - t0) / 60,
-                        "weights": {n: p.detach().clone() for n, p in named.items()},
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng.getstate(),
-                        "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
-            tmp.replace(ckpt_path)
-    ckpt_path.unlink(missing_ok=True)  # the run is over: its record is training.json
+    if stop_reason == "time budget" and ckpt_path.is_file():  # unfinished: a larger budget continues it
+        console.print(f"stopped by the time budget ({opts.max_minutes:g} min); the last finished epoch's checkpoint "
+                      f"is kept: rerun with --resume and a larger --max-minutes to continue")
+    else:
+        ckpt_path.unlink(missing_ok=True)  # the run is over: its record is training.json
     minutes = (time.monotonic() - t0) / 60
     record = {
         "options": asdict(opts), "labels": labels, "trainable_parameters": n_trainable, "steps": step,

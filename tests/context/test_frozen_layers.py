@@ -2,6 +2,7 @@
 equal the full model's), any encoder family (a tiny MPNet and a tiny BERT built from configs here), the losses,
 and a killed training run that resumes to the weights an uninterrupted one gives."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -141,6 +142,54 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, m
         a, b = load_file(str(tmp_path / "whole" / f)), load_file(str(tmp_path / "killed" / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
     assert resumed["best_epoch"] == whole["best_epoch"] and not (tmp_path / "killed" / tc.CHECKPOINT).exists()
+
+
+def test_a_run_stopped_by_its_time_budget_continues_with_a_larger_one(tmp_path, monkeypatch):
+    """The budget runs out one step into epoch 2: that unfinished epoch is recorded as such, the last finished
+    epoch's checkpoint stays, resuming within the spent budget is refused, and a larger budget continues the run
+    to the uninterrupted run's weights and history, with the best finished epoch's weights put back in the folder
+    first (the unfinished epoch's, saved as the best, do not stay)."""
+    data, enc = tiny_meld(tmp_path / "meld"), tiny_encoder(tmp_path / "enc")
+    whole = _train(tmp_path, data, enc, tmp_path / "whole", max_minutes=1000.0)
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(tc, "time", type("FakeTime", (), {"monotonic": staticmethod(lambda: clock["now"])}))
+    real, calls, epoch_one = tc.evaluate, [], {}
+    bm = tmp_path / "cut" / "broad_mamba.safetensors"
+
+    def an_hour_passes_in_epoch_one(*a, **k):
+        calls.append(1)
+        out = real(*a, **k)
+        if len(calls) == 1:
+            clock["now"] = 3600.0  # from the end of epoch 1 on, the 50-minute budget is spent
+            return out
+        epoch_one.update(load_file(str(bm)))  # epoch 1's weights, saved as the best so far
+        return dataclasses.replace(out, weighted_f1=out.weighted_f1 + 1)  # scores best: its weights are saved
+
+    monkeypatch.setattr(tc, "evaluate", an_hour_passes_in_epoch_one)
+    cut = _train(tmp_path, data, enc, tmp_path / "cut", max_minutes=50.0)
+    assert cut["stopped"] == "time budget" and [h.get("partial", False) for h in cut["history"]] == [False, True]
+    assert cut["history"][1]["step"] == cut["history"][0]["step"] + 1 and cut["best_epoch"] == 2
+    assert (tmp_path / "cut" / tc.CHECKPOINT).is_file()  # epoch 1's, kept: the run is not over
+    with pytest.raises(ValueError, match="time budget is spent"):
+        _train(tmp_path, data, enc, tmp_path / "cut", resume=True, max_minutes=50.0)
+    seen_at_resume = {}
+
+    def first_look(*a, **k):  # before the resumed run saves anything, the folder holds epoch 1's weights again
+        if not seen_at_resume:
+            seen_at_resume.update(load_file(str(bm)))
+        return real(*a, **k)
+
+    monkeypatch.setattr(tc, "evaluate", first_look)
+    resumed = _train(tmp_path, data, enc, tmp_path / "cut", resume=True, max_minutes=1000.0)
+    assert epoch_one.keys() == seen_at_resume.keys() and all(torch.equal(epoch_one[k], seen_at_resume[k])
+                                                             for k in epoch_one)  # fmt: skip
+    strip = [{k: v for k, v in h.items() if k != "minutes"} for h in whole["history"]]
+    assert [{k: v for k, v in h.items() if k != "minutes"} for h in resumed["history"]] == strip
+    for f in ("broad_mamba.safetensors", "encoder_lora/adapter_model.safetensors"):
+        a, b = load_file(str(tmp_path / "whole" / f)), load_file(str(tmp_path / "cut" / f))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+    assert resumed["stopped"] == "epochs" and not (tmp_path / "cut" / tc.CHECKPOINT).exists()
 
 
 @pytest.mark.slow
