@@ -50,7 +50,7 @@ then
   for dir in "${folds[@]}"; do oof_args+=(--oof-context "$dir"); done
   $PY -m affect_llm.cli train reasoner --dataset meld --data-dir "$DATA" --out "$OUT" \
     --samples 2000 --explain-share 0.35 --media-examples 300 "${oof_args[@]}" --batch 8 --lr 0.0004 \
-    --projector-lr 0.001 --lora-r 8 --soft-tokens 4 --epochs 1 --max-minutes 240 --seed 0 --threads 2
+    --projector-lr 0.001 --lora-r 8 --soft-tokens 4 --max-minutes 240 --seed 0 --threads 2
   rm -f "$OOF/fusion.done" "$OOF/eval.done"
 fi
 # the fusion is fitted on the new reasoner's label scores (the cache is keyed by the models' weights)
