@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -133,7 +134,8 @@ def resolve_dtype(dtype: str, device: "torch.device | None" = None):
 
 class TransformersLM(ChatPrompting):
     """A causal LM in this process. ``adapter``: a folder with a peft LoRA adapter for it, merged into the weights
-    on load (no extra matmuls at inference). ``device``: see :func:`resolve_device`; the model and every step's
+    (no extra matmuls at inference; the merge is made once and kept in the model cache, see
+    :mod:`~affect_llm.llm.merge`). ``device``: see :func:`resolve_device`; the model and every step's
     tensors live there."""
 
     def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
@@ -156,14 +158,17 @@ class TransformersLM(ChatPrompting):
         if load_4bit:  # the weights in 4-bit NF4 (bitsandbytes, CUDA only); the adapter stays unmerged beside them
             model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only,
                                                          **quantized_4bit(self.device, self.dtype))  # fmt: skip
+            if adapter is not None:  # (merging into 4-bit weights would round the adapter away)
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        elif adapter is not None:  # merged: no extra matmuls; made once and kept in the model cache (merge.py)
+            from .merge import load_merged
+
+            base = Path(r.path) if r.path is not None else None
+            model = load_merged(ref, r.location, base, adapter, self.dtype, local_only)
         else:
             model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
-            if not load_4bit:  # merged: no extra matmuls (merging into 4-bit weights would round the adapter away)
-                model = model.merge_and_unload()
         # attention row by row over each row's own positions: a row's output never depends on its batch
         model.set_attn_implementation(invariant.register())
         self.model = (model if load_4bit else model.to(self.device)).eval()

@@ -328,40 +328,11 @@ def merged_name(ref: str, adapter: str) -> str:
 
 
 def merged_model(ref: str, adapter: str) -> Path:
-    """A folder with the LLM and the adapter merged into its weights (made once, kept in the model cache under a
-    hash of the adapter's weights): what vLLM serves in ``merged`` mode."""
-    import hashlib
+    """A folder with the LLM and the adapter merged into its float32 weights and its tokenizer (made once, kept in
+    the model cache; :func:`affect_llm.llm.merge.merged_folder`): what vLLM serves in ``merged`` mode."""
+    from .merge import merged_folder
 
-    weights = Path(adapter) / "adapter_model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    out = models.home() / "cache" / "merged" / f"{merged_name(ref, adapter)}-{digest}"
-    if (out / "config.json").is_file():
-        return out
-    import tempfile
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    r = models.resolve(ref, kind="llm")
-    local = r.path is not None or not models.downloads_allowed()
-    model = AutoModelForCausalLM.from_pretrained(r.location, dtype=torch.float32, local_files_only=local)
-    model = PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(r.location, local_files_only=local).save_pretrained(tmp)
-        os.replace(tmp, out)
-    except OSError:
-        if not (out / "config.json").is_file():  # another process made it first: fine
-            raise
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return merged_folder(ref, adapter, "float32")
 
 
 def server_for(ref: str, adapter: str | None, dtype: str = "auto", lora: str = "auto",
