@@ -650,22 +650,32 @@ def create_app(opts: ServeOptions | None = None, pipeline=None, config=None):
     def _run_job(job: _Job, source: Path | None, text: str | None, context: str | None, speaker: str | None):
         from .pipeline import Timer
 
+        held = source is not None
+
+        def release() -> None:  # the upload is deleted before anyone hears that the job ended
+            nonlocal held
+            if held:
+                held = False
+                resolver.release(source)
+
         try:
             analysis = _cached_analysis(source, text, context, speaker, Timer(on_stage=job.stage))
             if source is not None and resolver.is_upload(source):  # the user's file name, not the server's copy
                 media = analysis.media.model_copy(update={"path": job.name}) if analysis.media else None
                 analysis = analysis.model_copy(update={"source": job.name, "media": media})
+            release()
             job.finish(analysis)
         except (APIError, AffectLLMError) as e:
             err = e if isinstance(e, APIError) else _as_api_error(e, source, resolver, name=job.name)
+            release()
             job.fail(err.status, _error_body(err.message, err.type, err.code, err.param))
         except Exception as e:  # noqa: BLE001 - the page hears of it; the thread must not die silently
+            release()
             job.fail(500, _error_body(f"internal error: {type(e).__name__}", "server_error"))
         finally:
+            release()
             if job.status == "running":  # whatever happened, the job ends: its streams must not wait forever
                 job.fail(500, _error_body("internal error: the analysis thread stopped", "server_error"))
-            if source is not None:
-                resolver.release(source)
             leave()
 
     @app.get("/v1/analyses/{job_id}")

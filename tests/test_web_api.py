@@ -207,3 +207,24 @@ def test_the_page_and_its_files_need_no_key_and_nothing_from_elsewhere(app):
         text = f.read_text()
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), f"{f.name} refers to another host"
     assert client.get("/static/nothing.js").status_code == 404
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_an_upload_is_deleted_before_its_job_is_heard_to_end(app, monkeypatch, fails):
+    """The events stream ends when the job does; the upload is gone by then (it was deleted after, in a race)."""
+    from affect_llm import server
+
+    _, fake, client = app
+    seen = []
+    for name in ("finish", "fail"):
+        original = getattr(server._Job, name)
+
+        def wrapped(self, *a, _original=original, **k):
+            seen.append(Path(fake.calls[-1]["source"]).exists())
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(server._Job, name, wrapped)
+    body = b"BROKEN" * 100 if fails else b"\x01" * 500  # the fake raises a MediaError on BROKEN bytes
+    r = client.post("/v1/analyses?filename=a.mp4", content=body, headers=AUTH)
+    assert _events(client, r.json()["id"])[-1][0] == ("error" if fails else "done")
+    assert seen == [False]
