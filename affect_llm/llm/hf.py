@@ -166,7 +166,7 @@ class TransformersLM(ChatPrompting):
             from .merge import load_merged
 
             base = Path(r.path) if r.path is not None else None
-            model = load_merged(ref, r.location, base, adapter, self.dtype, local_only)
+            model = load_merged(ref, r.location, base, adapter, self.dtype, local_only, self.tokenizer)
         else:
             model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
         # attention row by row over each row's own positions: a row's output never depends on its batch

@@ -124,7 +124,8 @@ def save(model, folder: Path, tokenizer=None) -> bool:
 def load_merged(ref: str, location: str, base: Path | None, adapter: str | Path, dtype: Any, local_only: bool = True,
                 tokenizer=None):  # fmt: skip
     """The merged model: from the cache when a complete copy is there, else merged now and (when the base is a
-    local model, so its files can be keyed) saved for next time. A copy that fails to load is merged again."""
+    local model, so its files can be keyed) saved for next time, with ``tokenizer`` beside it (so that the copy is
+    a model folder a server can load, :func:`merged_folder`). A copy that fails to load is merged again."""
     from transformers import AutoModelForCausalLM
 
     if base is None:  # a model fetched from the hub by id this run: no files to key a copy on

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +157,17 @@ print(json.dumps({{"peft": "peft" in sys.modules, "score": [float(x) for x in s]
     assert runs[0]["peft"] is True and runs[1]["peft"] is False
     assert runs[0]["score"] == runs[1]["score"]
     assert any(merge.is_complete(p) for p in (home / "cache" / "merged").iterdir())
+
+
+def test_the_in_process_copy_is_a_folder_a_server_can_load(tiny, cache, monkeypatch):
+    """TransformersLM saves the tokenizer beside the merged weights, so vLLM's merged mode (merged_folder, float32)
+    reuses the copy instead of finding a folder without a tokenizer."""
+    from transformers import AutoTokenizer
+
+    base, adapter = tiny
+    tok = AutoTokenizer.from_pretrained(base)
+    merge.load_merged(str(base), str(base), base, adapter, torch.float32, tokenizer=tok)
+    monkeypatch.setattr(merge, "merge", lambda *a, **k: (_ for _ in ()).throw(AssertionError("merged again")))
+    folder = merge.merged_folder(str(base), adapter, "float32")
+    assert folder == merge.cache_folder(str(base), base, adapter, torch.float32)
+    assert AutoTokenizer.from_pretrained(folder)("How do they feel?").input_ids == tok("How do they feel?").input_ids
