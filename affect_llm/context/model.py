@@ -13,6 +13,8 @@ folder holds only what training changed.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -30,6 +32,10 @@ from ..runtime import adapters_dir, quiet_transformers
 from ..textnorm import normalize
 from .broad_mamba import BroadMamba, BroadMambaConfig
 
+
+#: pooled utterance encodings a loaded model keeps for inference (:meth:`ContextModel.encode_alone`; ~3 KB each
+#: for a 768-wide encoder)
+SEEN_ITEMS = 4096
 
 #: LoRA targets by encoder family: every attention projection and both feed-forward layers
 LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "mpnet": ["q", "k", "v", "o", "dense"],
@@ -110,6 +116,8 @@ class ContextModel(nn.Module):
             self.encoder = get_peft_model(base, lc)
         self.mamba = BroadMamba(cfg.mamba_config(int(base.config.hidden_size)))
         self.fingerprint: str | None = None  # of the saved files it was loaded from (see fingerprint())
+        self._seen: OrderedDict[tuple[tuple[int, ...], int], torch.Tensor] = OrderedDict()  # see encode_alone
+        self._seen_lock = threading.Lock()
 
     # --- forward -----------------------------------------------------------------------------------------
     def encode(self, texts: list[str], chunk: int = 32) -> torch.Tensor:
@@ -226,12 +234,45 @@ class ContextModel(nn.Module):
         pooled = torch.cat(parts)
         return pooled[torch.argsort(torch.tensor(order))]
 
-    def forward(self, dialogues: list[Dialogue], cache: LowerStates | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @torch.inference_mode()
+    def encode_alone(self, items: list[tuple[list[int], int]]) -> torch.Tensor:
+        """Inference: (len(items), hidden) pooled states, each item encoded by itself (a batch of one, no
+        padding), so its vector is a function of its own input only, and kept (the :data:`SEEN_ITEMS` most recently
+        used): analysing utterance after utterance of one dialogue, as ``chat``, the fusion fit and the evaluations
+        do, encodes each earlier utterance once instead of once per later one. The same input gives the same
+        vector whether it was computed now or kept from another dialogue."""
+        out: list[torch.Tensor | None] = []
+        with self._seen_lock:
+            for ids, start in items:
+                hit = self._seen.get((tuple(ids), start))
+                if hit is not None:
+                    self._seen.move_to_end((tuple(ids), start))
+                out.append(hit)
+        for i, (ids, start) in enumerate(items):
+            if out[i] is None:
+                x = torch.tensor([ids])
+                h = self.encoder(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state
+                out[i] = self._pool(h, torch.ones_like(x), [start])[0]
+                with self._seen_lock:
+                    self._seen[(tuple(ids), start)] = out[i]
+                    while len(self._seen) > SEEN_ITEMS:
+                        self._seen.popitem(last=False)
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def train(self, mode: bool = True):
+        if mode and hasattr(self, "_seen"):  # the weights are about to change: the kept encodings would be stale
+            with self._seen_lock:
+                self._seen.clear()
+        return super().train(mode)
+
+    def forward(self, dialogues: list[Dialogue], cache: LowerStates | None = None,
+                flat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Returns (context embeddings (b, u, d), logits (b, u, labels), lengths (b,)). ``cache``: see
-        :meth:`lower_states`."""
+        :meth:`lower_states`; ``flat``: the utterances' pooled encoder states, already computed."""
         if not dialogues or any(len(d) == 0 for d in dialogues):
             raise InputError("every dialogue needs at least one utterance")
-        flat = self.encode_dialogues(dialogues, cache=cache)
+        if flat is None:
+            flat = self.encode_dialogues(dialogues, cache=cache)
         lengths = torch.tensor([len(d) for d in dialogues])
         u_max = int(lengths.max())
         feats = flat.new_zeros(len(dialogues), u_max, flat.shape[-1])
@@ -246,8 +287,12 @@ class ContextModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, dialogue: Dialogue) -> ContextOutput:
+        """Per-utterance probabilities and context embeddings of ``dialogue`` (each utterance encoded alone and
+        kept, :meth:`encode_alone`)."""
         self.eval()
-        ctx, logits, _ = self([dialogue])
+        if len(dialogue) == 0:
+            raise InputError("every dialogue needs at least one utterance")
+        ctx, logits, _ = self([dialogue], flat=self.encode_alone(self.items([dialogue])))
         return ContextOutput(list(self.cfg.labels), F.softmax(logits[0], -1).numpy(), ctx[0].numpy())
 
     # --- persistence -------------------------------------------------------------------------------------

@@ -134,3 +134,34 @@ def test_shipped_model_reproduces_its_recorded_dev_scores(dataset):
     assert res.weighted_f1 > majority + 0.15
     if dataset == "meld":
         assert 100 * res.weighted_f1 > 51.5  # the frozen-MiniLM + logistic-regression floor on MELD dev
+
+
+@pytest.mark.slow
+def test_predict_keeps_encodings_and_its_output_does_not_depend_on_what_ran_before():
+    """predict encodes each utterance alone and keeps it: analysing a dialogue utterance by utterance (as the
+    pipeline does) encodes each once, and a dialogue's output is the same bit for bit whether its utterances were
+    kept from another dialogue or computed now."""
+    torch.manual_seed(0)
+    m = ContextModel(ContextModelConfig(labels=MELD_LABELS, past_utterances=2)).eval()
+    texts = ["Where were you?", "At the museum.", "With whom?", "Nobody, I swear.", "You're lying to me!"]
+    d = Dialogue(id="x", utterances=[Utterance("AB"[i % 2], t) for i, t in enumerate(texts)])
+    calls = []
+    hook = m.encoder.register_forward_hook(lambda mod, args, kwargs_out: calls.append(1))
+    try:
+        prefixes = [m.predict(Dialogue(id="x", utterances=d.utterances[: i + 1])) for i in range(len(texts))]
+    finally:
+        hook.remove()
+    assert len(calls) == len(texts)  # once per utterance, not once per (utterance, later prefix): 15
+
+    fresh = ContextModel(ContextModelConfig(labels=MELD_LABELS, past_utterances=2)).eval()
+    fresh.load_state_dict(m.state_dict())
+    alone = fresh.predict(d)  # nothing kept
+    np.testing.assert_array_equal(prefixes[-1].probabilities, alone.probabilities)
+    np.testing.assert_array_equal(prefixes[-1].embeddings, alone.embeddings)
+    # the vectors are the model's encodings: the padded, chunked path agrees to rounding
+    with torch.inference_mode():
+        chunked = m.encode_dialogues([d]).numpy()
+    np.testing.assert_allclose(m.encode_alone(m.items([d])).numpy(), chunked, atol=1e-5)
+
+    m.train()  # the weights may change now: nothing kept survives
+    assert not m._seen
