@@ -93,19 +93,23 @@ class _PassThrough(nn.Module):
 class ContextModel(nn.Module):
     def __init__(self, cfg: ContextModelConfig, lora_path: str | Path | None = None):
         super().__init__()
-        from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModel, AutoTokenizer
-
 
         quiet_transformers()
         self.cfg = cfg
         r = models.resolve(cfg.encoder, kind="text-embedding")
         local_only = r.path is not None or not models.downloads_allowed()
         self.tokenizer = AutoTokenizer.from_pretrained(r.location, local_files_only=local_only)
-        base = AutoModel.from_pretrained(r.location, local_files_only=local_only, dtype=torch.float32)
-        if lora_path is not None:  # inference: fold the LoRA update into the weights (no extra matmuls)
-            self.encoder = PeftModel.from_pretrained(base, str(lora_path), is_trainable=False).merge_and_unload()
+        if lora_path is not None:  # inference: the LoRA update folded into the weights (no extra matmuls), made
+            from ..merge import load_merged  # once and kept in the model cache
+
+            base_files = Path(r.path) if r.path is not None else None
+            self.encoder = load_merged(cfg.encoder, r.location, base_files, lora_path, torch.float32, local_only,
+                                       auto_class="AutoModel")  # fmt: skip
         else:
+            from peft import LoraConfig, get_peft_model
+
+            base = AutoModel.from_pretrained(r.location, local_files_only=local_only, dtype=torch.float32)
             n = int(base.config.num_hidden_layers)
             if not 0 <= cfg.frozen_layers < n:
                 raise ValueError(f"frozen_layers must be 0 … {n - 1} for this {n}-layer encoder")
@@ -114,7 +118,7 @@ class ContextModel(nn.Module):
             lc = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                             target_modules=cfg.lora_targets, bias="none", **upper)  # fmt: skip
             self.encoder = get_peft_model(base, lc)
-        self.mamba = BroadMamba(cfg.mamba_config(int(base.config.hidden_size)))
+        self.mamba = BroadMamba(cfg.mamba_config(int(self._hf_model().config.hidden_size)))
         self.fingerprint: str | None = None  # of the saved files it was loaded from (see fingerprint())
         self._seen: OrderedDict[tuple[tuple[int, ...], int], torch.Tensor] = OrderedDict()  # see encode_alone
         self._seen_lock = threading.Lock()

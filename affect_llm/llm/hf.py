@@ -135,7 +135,7 @@ def resolve_dtype(dtype: str, device: "torch.device | None" = None):
 class TransformersLM(ChatPrompting):
     """A causal LM in this process. ``adapter``: a folder with a peft LoRA adapter for it, merged into the weights
     (no extra matmuls at inference; the merge is made once and kept in the model cache, see
-    :mod:`~affect_llm.llm.merge`). ``device``: see :func:`resolve_device`; the model and every step's
+    :mod:`~affect_llm.merge`). ``device``: see :func:`resolve_device`; the model and every step's
     tensors live there."""
 
     def __init__(self, ref: str = "smollm2-135m", threads: int = 0, dtype: str = "auto", adapter: str | None = None,
@@ -163,7 +163,7 @@ class TransformersLM(ChatPrompting):
 
                 model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
         elif adapter is not None:  # merged: no extra matmuls; made once and kept in the model cache (merge.py)
-            from .merge import load_merged
+            from ..merge import load_merged
 
             base = Path(r.path) if r.path is not None else None
             model = load_merged(ref, r.location, base, adapter, self.dtype, local_only, self.tokenizer)

@@ -329,8 +329,8 @@ def merged_name(ref: str, adapter: str) -> str:
 
 def merged_model(ref: str, adapter: str) -> Path:
     """A folder with the LLM and the adapter merged into its float32 weights and its tokenizer (made once, kept in
-    the model cache; :func:`affect_llm.llm.merge.merged_folder`): what vLLM serves in ``merged`` mode."""
-    from .merge import merged_folder
+    the model cache; :func:`affect_llm.merge.merged_folder`): what vLLM serves in ``merged`` mode."""
+    from ..merge import merged_folder
 
     return merged_folder(ref, adapter, "float32")
 

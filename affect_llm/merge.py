@@ -1,10 +1,13 @@
-"""The LLM with a LoRA adapter merged into its weights, made once and kept in the model cache.
+"""A model with a LoRA adapter merged into its weights, made once and kept in the model cache: the reasoning LLM
+with its adapter (:mod:`affect_llm.llm.hf`, vLLM's merged mode) and the context model's utterance encoder with its
+own (:mod:`affect_llm.context.model`).
 
 Merging costs an import of peft and a pass over every adapted matrix on each start (about a second on 2 cores
 for SmolLM2-135M, a quarter of ``chat``'s model loading). The merged weights are a pure function of the base
-model's files, the adapter's files, the dtype the merge ran in and the library versions doing it, so they are
-saved under a key made of exactly those and loaded directly the next time: the same tensors, bit for bit, as a
-fresh merge (the merge runs in the dtype the model is used in, and the copy is stored in that dtype).
+model's files, the adapter's files, the model class, the dtype the merge ran in and the library versions doing
+it, so they are saved under a key made of exactly those and loaded directly the next time: the same tensors, bit
+for bit, as a fresh merge (the merge runs in the dtype the model is used in, and the copy is stored in that
+dtype).
 
 A cache that cannot be written (read-only or full disk) or read (a damaged copy) is never an error: the model is
 merged in memory as before, and a damaged copy is replaced.
@@ -21,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .. import models
+from . import models
 
 _DONE = "merged.json"  # written last: a folder without it is an unfinished or foreign copy
 KEEP = 2
@@ -45,9 +48,9 @@ def _version(pkg: str) -> str:
         return "?"
 
 
-def cache_key(base: Path, adapter: str | Path, dtype: Any) -> str:
-    """What the merged weights depend on: the base model's files, the adapter's bytes, the dtype the merge runs
-    in, and the torch / transformers / peft versions that load and merge."""
+def cache_key(base: Path, adapter: str | Path, dtype: Any, auto_class: str = "AutoModelForCausalLM") -> str:
+    """What the merged weights depend on: the base model's files, the adapter's bytes, the transformers class
+    that loads the base, the dtype the merge runs in, and the torch / transformers / peft versions."""
     h = hashlib.sha256()
     adapter = Path(adapter)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -55,15 +58,21 @@ def cache_key(base: Path, adapter: str | Path, dtype: Any) -> str:
         h.update(name.encode())
         h.update(hashlib.sha256(f.read_bytes()).digest() if f.is_file() else b"-")
     record = {"base": str(base.resolve()), "files": _files_identity(base), "dtype": _dtype_name(dtype),
-              "versions": [_version(p) for p in ("torch", "transformers", "peft")]}  # fmt: skip
+              "class": auto_class, "versions": [_version(p) for p in ("torch", "transformers", "peft")]}  # fmt: skip
     h.update(json.dumps(record, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def cache_folder(ref: str, base: Path, adapter: str | Path, dtype: Any) -> Path:
+def cache_folder(ref: str, base: Path, adapter: str | Path, dtype: Any, auto_class: str = "AutoModelForCausalLM") -> Path:
     """Where the merge of ``adapter`` into ``base`` (the model ``ref`` resolves to) in ``dtype`` is kept."""
-    prefix = f"{_name(ref)}+{Path(adapter).name}-{_dtype_name(dtype)}"
-    return cache_root() / f"{prefix}-{cache_key(base, adapter, dtype)}"
+    prefix = f"{_name(ref)}+{_adapter_name(adapter)}-{_dtype_name(dtype)}"
+    return cache_root() / f"{prefix}-{cache_key(base, adapter, dtype, auto_class)}"
+
+
+def _adapter_name(adapter: str | Path) -> str:
+    """The adapter folder's name, or its parent's for a generic one (``context-meld/encoder_lora``)."""
+    p = Path(adapter).resolve()
+    return f"{p.parent.name}.{p.name}" if p.name == "encoder_lora" else p.name
 
 
 def cache_root() -> Path:
@@ -81,12 +90,19 @@ def is_complete(folder: Path) -> bool:
     return (folder / _DONE).is_file() and (folder / "config.json").is_file()
 
 
-def merge(location: str, adapter: str | Path, dtype: Any, local_only: bool = True):
-    """The base model at ``location`` loaded in ``dtype`` with ``adapter`` merged in (peft), in memory."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+def _auto(auto_class: str):
+    import transformers
 
-    model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local_only, dtype=dtype)
+    return getattr(transformers, auto_class)
+
+
+def merge(location: str, adapter: str | Path, dtype: Any, local_only: bool = True,
+          auto_class: str = "AutoModelForCausalLM"):  # fmt: skip
+    """The base model at ``location`` loaded (by transformers' ``auto_class``) in ``dtype`` with ``adapter``
+    merged in (peft), in memory."""
+    from peft import PeftModel
+
+    model = _auto(auto_class).from_pretrained(location, local_files_only=local_only, dtype=dtype)
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
 
 
@@ -122,21 +138,19 @@ def save(model, folder: Path, tokenizer=None) -> bool:
 
 
 def load_merged(ref: str, location: str, base: Path | None, adapter: str | Path, dtype: Any, local_only: bool = True,
-                tokenizer=None):  # fmt: skip
+                tokenizer=None, auto_class: str = "AutoModelForCausalLM"):  # fmt: skip
     """The merged model: from the cache when a complete copy is there, else merged now and (when the base is a
     local model, so its files can be keyed) saved for next time, with ``tokenizer`` beside it (so that the copy is
     a model folder a server can load, :func:`merged_folder`). A copy that fails to load is merged again."""
-    from transformers import AutoModelForCausalLM
-
     if base is None:  # a model fetched from the hub by id this run: no files to key a copy on
-        return merge(location, adapter, dtype, local_only)
-    folder = cache_folder(ref, base, adapter, dtype)
+        return merge(location, adapter, dtype, local_only, auto_class)
+    folder = cache_folder(ref, base, adapter, dtype, auto_class)
     if is_complete(folder):
         try:
-            return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+            return _auto(auto_class).from_pretrained(folder, local_files_only=True, dtype=dtype)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
-    model = merge(location, adapter, dtype, local_only)
+    model = merge(location, adapter, dtype, local_only, auto_class)
     save(model, folder, tokenizer)
     return model
 

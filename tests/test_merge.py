@@ -1,4 +1,4 @@
-"""The merged-model cache (affect_llm/llm/merge.py): the cached copy is the fresh merge bit for bit, is used on the
+"""The merged-model cache (affect_llm/merge.py): the cached copy is the fresh merge bit for bit, is used on the
 next load without peft, is keyed by what the merge depends on, and never turns a cache problem into an error."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from affect_llm import models
-from affect_llm.llm import merge
+from affect_llm import merge
 
 pytestmark = pytest.mark.skipif(not models.is_pulled("smollm2-135m"), reason="needs: affect-llm models pull smollm2-135m")
 
@@ -171,3 +171,22 @@ def test_the_in_process_copy_is_a_folder_a_server_can_load(tiny, cache, monkeypa
     folder = merge.merged_folder(str(base), adapter, "float32")
     assert folder == merge.cache_folder(str(base), base, adapter, torch.float32)
     assert AutoTokenizer.from_pretrained(folder)("How do they feel?").input_ids == tok("How do they feel?").input_ids
+
+
+def test_the_context_model_encoder_is_kept_merged_too(cache, monkeypatch):
+    """ContextModel.load merges its encoder's LoRA once (AutoModel, float32); the next load reads the copy and
+    predicts exactly what the freshly merged model does."""
+    from affect_llm.context.model import ContextModel, default_path
+    from affect_llm.data import Dialogue, Utterance
+
+    path = default_path("meld")
+    if not (path / "config.json").is_file():
+        pytest.skip("adapters/context-meld not trained")
+    d = Dialogue(id="x", utterances=[Utterance("A", "Where were you?"), Utterance("B", "You never listen to me!")])
+    first = ContextModel.load(path)
+    assert any(merge.is_complete(p) for p in cache.iterdir())
+    monkeypatch.setattr(merge, "merge", lambda *a, **k: (_ for _ in ()).throw(AssertionError("merged again")))
+    second = ContextModel.load(path)
+    assert _same(first.encoder, second.encoder)
+    a, b = first.predict(d), second.predict(d)
+    assert (a.probabilities == b.probabilities).all() and (a.embeddings == b.embeddings).all()
