@@ -289,9 +289,23 @@ def _duration(start: str | None, end: str | None) -> float | None:
 
 
 def _progress(items, console, description):
+    """A progress bar on a terminal; in a log (a background run), a line at every tenth of the way."""
     from rich.progress import track
 
-    return track(items, description=description, console=console, transient=True) if console else items
+    if not console:
+        return items
+    if console.is_terminal:
+        return track(items, description=description, console=console, transient=True)
+    return _logged(list(items), console, description)
+
+
+def _logged(items: list, console, description: str):
+    t0, n = time.monotonic(), len(items)
+    marks = {max(1, round(n * k / 10)) for k in range(1, 11)}
+    for done, item in enumerate(items, 1):
+        yield item
+        if done in marks:
+            console.print(f"{description}: {done}/{n} ({(time.monotonic() - t0) / 60:.1f} min)")
 
 
 def _batches(examples: list[Example], batch: int, rng: random.Random) -> list[list[int]]:

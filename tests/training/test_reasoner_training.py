@@ -133,3 +133,18 @@ def test_media_examples_join_the_training_set():
         if e.task == "explain":
             assert set(cited_ids(target)) <= set(cited_ids(prompt.split("Evidence:")[1])) and cited_ids(target)
     assert not any(e.uid.endswith(("-low", "-blend", "-voice")) for e in label)
+
+
+def test_building_examples_in_a_log_prints_its_progress():
+    """A background run's log says how far the (long) example building is: a line at every tenth."""
+    import io
+
+    from rich.console import Console
+
+    from affect_llm.training.reasoner import _progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    assert list(_progress(range(25), console, "building train examples")) == list(range(25))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("building train examples: 2/25 (") and "25/25" in lines[-1]
