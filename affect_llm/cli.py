@@ -217,7 +217,7 @@ def models_pull(
     from . import models
 
     try:
-        todo = names or [s.name for s, _ in models.list_models() if all_ or s.default]
+        todo = names or ([s.name for s, _ in models.list_models()] if all_ else models.default_names())
         for name in todo:
             with err.status(f"pulling {name}…", spinner="dots"):
                 p = models.pull(name, wheel_dir=wheel_dir, log=lambda m: err.print(f"  {m}"))

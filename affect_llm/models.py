@@ -472,6 +472,24 @@ def resolve(ref: str | Path, kind: str | None = None) -> Resolved:
     )
 
 
+def default_names(adapters: str | Path | None = None) -> list[str]:
+    """What ``affect-llm models pull`` fetches with no names: the registry's default set, plus every registered
+    encoder a shipped context model (``adapters/context-*/config.json``) is built on, so installing pulls what the
+    shipped models load and nothing more."""
+    from .runtime import adapters_dir
+
+    names = [s.name for s in _MODELS.values() if s.default]
+    root = Path(adapters) if adapters is not None else adapters_dir()
+    for config in sorted(root.glob("context-*/config.json")):
+        try:
+            encoder = json.loads(config.read_text()).get("encoder")
+        except (OSError, ValueError):
+            continue
+        if isinstance(encoder, str) and encoder in _MODELS and encoder not in names:
+            names.append(encoder)
+    return names
+
+
 def list_models() -> Iterable[tuple[ModelSpec, bool]]:
     for spec in _MODELS.values():
         yield spec, is_pulled(spec.name)

@@ -182,3 +182,16 @@ def test_default_models_are_pulled_and_intact():
         assert models.verify(name) == []
     hf = models.path("smollm2-135m")
     assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
+
+
+def test_the_default_set_adds_the_encoders_shipped_context_models_are_built_on(tmp_path):
+    base = [s.name for s, _ in models.list_models() if s.default]
+    assert "mpnet-base" not in base  # 438 MB: pulled only when a shipped model needs it
+    (tmp_path / "context-a").mkdir()
+    (tmp_path / "context-a" / "config.json").write_text('{"encoder": "mpnet-base"}')
+    (tmp_path / "context-b").mkdir()
+    (tmp_path / "context-b" / "config.json").write_text('{"encoder": "/some/local/path"}')  # not registered
+    (tmp_path / "context-c").mkdir()
+    (tmp_path / "context-c" / "config.json").write_text("{not json")
+    assert models.default_names(tmp_path) == base + ["mpnet-base"]
+    assert models.default_names(tmp_path / "missing") == base
