@@ -71,3 +71,15 @@ def test_save_load_roundtrip(tmp_path):
     d = {"good": dict(zip(LABELS, probs["good"][0])), "face": dict(zip(LABELS, probs["noise"][0]))}
     w = back.fuse(d).weights
     assert w["face"] < w["good"]
+
+
+def test_fit_report_scores_carry_per_class_f1():
+    from affect_llm.training.fusion import scores
+
+    labels = ["neutral", "joy", "fear"]
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
+    gold = np.array([0, 1, 2, 2])  # one fear missed (called neutral), one found
+    s = scores(probs, gold, labels)
+    assert s["accuracy"] == 75.0 and s["n"] == 4
+    # fear: P 1, R 0.5 -> F1 66.7; neutral: P 0.5, R 1 -> 66.7; joy perfect
+    assert s["per_class_f1"] == {"neutral": 66.7, "joy": 100.0, "fear": 66.7}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Dialogue, dataset_labels, load_dataset
-from ..metrics import accuracy, expected_calibration_error, weighted_f1
+from ..metrics import accuracy, expected_calibration_error, per_class_f1, weighted_f1
 from ..runtime import progress_bar
 
 MODALITIES = ["context", "llm", "face", "scene"]  # face and scene: no labelled dev video here, so left unfitted
@@ -89,7 +89,8 @@ def scores(probs: np.ndarray, gold: np.ndarray, labels: list[str]) -> dict:
     pred = probs.argmax(1)
     g, p = [labels[i] for i in gold], [labels[i] for i in pred]
     return {"weighted_f1": round(100 * weighted_f1(g, p, labels), 2), "accuracy": round(100 * accuracy(g, p), 2),
-            "ece": round(expected_calibration_error(probs, gold), 4), "n": len(gold)}  # fmt: skip
+            "ece": round(expected_calibration_error(probs, gold), 4), "n": len(gold),
+            "per_class_f1": {c: round(100 * f, 1) for c, f in per_class_f1(g, p, labels).items()}}  # fmt: skip
 
 
 def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
