@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
+
 from affect_llm.cues import face, prosody
 from affect_llm.evidence import Evidence
 from affect_llm.training.silver import silver_explanation

@@ -12,6 +12,11 @@ import time
 import numpy as np
 import torch
 
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
+
 from affect_llm.context.model import ContextModel, default_path
 from affect_llm.training.context import evaluate
 from affect_llm.data import Dialogue, load_dataset

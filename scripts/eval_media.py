@@ -19,6 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "media"
 DIALOGUE = "Monica: Guess what, I got the job!\nRachel: No way! That's amazing!\nMonica: I start on Monday."

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
+
 from affect_llm.config import PipelineConfig, ReasonerOptions
 from affect_llm.data import Dialogue, dataset_labels, load_dataset
 from affect_llm.llm.reasoner import Reasoner

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from rich.progress import track
 
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
+
 from affect_llm.config import ReasonerOptions
 from affect_llm.llm.reasoner import Reasoner
 from affect_llm.pipeline import Pipeline
