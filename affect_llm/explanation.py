@@ -53,9 +53,10 @@ FLAT = re.compile(
     r"|\bemotionless\b|\bunemotional\b",
     re.IGNORECASE,
 )
-#: a claim about a conversation (wrong when the context model read the utterance alone)
+#: a claim about a conversation or another party to it (wrong when the context model read the utterance alone)
 CONVERSATION_CLAIM = re.compile(
-    r"\b(?:conversation|so far|before this|(?:earlier|previous|prior) (?:lines?|utterances?|turns?|remarks?|exchange))\b",
+    r"\b(?:conversation|so far|before this|(?:earlier|previous|prior) (?:lines?|utterances?|turns?|remarks?|exchange)"
+    r"|the other (?:side|person|speaker|party)|(?:the|a) listener)\b",
     re.IGNORECASE,
 )
 #: "says / said / mentions …": a claim that words were spoken

@@ -48,6 +48,8 @@ def test_sentence_problems_name_each_failure():
     assert sentence_problems("[T1] A matter-of-fact remark.", [T1], "neutral", L) == []
     assert "speaks of a conversation, but no dialogue was given" in sentence_problems(
         "[D1] The conversation so far points the same way.", [T1, D1], "anger", L)  # fmt: skip
+    assert "speaks of a conversation, but no dialogue was given" in sentence_problems(
+        'In [T1] they say "You never listen to me."; the other side says nothing.', [T1, D1], "anger", L)  # fmt: skip
     assert "names another feeling than joy" in sentence_problems("[F1] The speaker feels neutral.", face_only, "joy", L)
     assert "cites an id not in the evidence" in sentence_problems("In [S1] a word.", face_only, "joy", L)
 
