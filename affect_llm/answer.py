@@ -117,7 +117,8 @@ def _would_change(analysis: Analysis, other: str, present: dict[Modality, object
     if Modality.speech in present:
         words = LEXICON.get(other, ("", []))[1][:3]
         if words:
-            parts.append("words such as " + ", ".join(f'"{w}"' for w in words))
+            # unquoted: a quote says these words were spoken, and they are only what would be evidence
+            parts.append("words such as " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]))
     if Modality.face in present and other in PROTOTYPE_WORDS:
         parts.append(PROTOTYPE_WORDS[other] + " on the face")
     missing = [NAMES[m] for m in analysis.missing_modalities if m in NAMES]

@@ -67,9 +67,11 @@ def main() -> None:
         gathering = pipe.gather(text=u.text, context=Dialogue(d.id, d.utterances[:i]), speaker=u.speaker)
         evidence, dialogue, found = gathering.evidence, gathering.dialogue, gathering.findings
         ev_text, ctx = evidence.render(), dialogue_text(dialogue)
+        # the adapter's projector reads only the context model it was trained on (matched by its weights' hash)
+        fingerprint = getattr(pipe.models.loaded_context_model, "fingerprint", None)
         gold.append(u.label)
         for name, r in reasoners.items():
-            soft = r.soft_prompt(found.context_embedding, args.dataset)
+            soft = r.soft_prompt(found.context_embedding, args.dataset, fingerprint)
             dist = r.label_distribution(ev_text, ctx, soft)
             preds[name].append(max(dist, key=dist.__getitem__))
             if n in explain_idx:

@@ -4,6 +4,8 @@ sentences are kept when they answer; otherwise the answer comes from the cues th
 from affect_llm.answer import MIN_WORDS, answer, checked_sentences
 from affect_llm.config import MELD_LABELS
 from affect_llm.evidence import cited_ids
+from affect_llm.explanation import misquotes
+from affect_llm.metrics.faithfulness import split_sentences
 from affect_llm.types import Analysis, Cue, Modality
 
 T1 = Cue(id="T1", modality=Modality.text, text="\"I can't believe you forgot my birthday again.\"")
@@ -29,7 +31,9 @@ def test_a_bare_label_gets_a_grounded_answer():
         out = answer("neutral", a, q)
         _ok(out, a)
     doubt = answer("neutral", a, "What would change your mind?")
-    assert "next most likely is anger (0.20)" in doubt and '"hate"' in doubt
+    assert "next most likely is anger (0.20)" in doubt and "words such as hate" in doubt
+    # the words that would be evidence are not quoted: a quote says a cue holds them
+    assert not any(misquotes(s, a.cues) for s in split_sentences(doubt)), doubt
     assert "the face and the voice, not available here, could also tip it" in doubt
     assert "How the label was decided" in answer("", a, "Why do you think so?")
 
