@@ -171,6 +171,8 @@ class TransformersLM(ChatPrompting):
             model = AutoModelForCausalLM.from_pretrained(r.location, local_files_only=local_only, dtype=self.dtype)
         # attention row by row over each row's own positions: a row's output never depends on its batch
         model.set_attn_implementation(invariant.register())
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not load_4bit:
+            invariant.block_rows(model)  # and bfloat16 matmuls whose rows never depend on how many share a call
         self.model = (model if load_4bit else model.to(self.device)).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

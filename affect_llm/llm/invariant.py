@@ -12,7 +12,9 @@ makes -- so each row is computed the same way whatever surrounds it. It is regis
 switches its model to it. The other layers compute each row alone, except that a forward of a single row takes
 other kernels than a batch (measured: MKL's float32 matmul gives a row other bits at 1, 2 and 3 rows than at 4 or
 more; in bfloat16 one row differs from two or more), so the decoder never runs fewer than :func:`min_rows` rows,
-padding with ghost rows whose tokens it throws away.
+padding with ghost rows whose tokens it throws away. And in bfloat16 on a CPU, :func:`block_rows` makes every
+linear layer multiply at most :data:`BLOCK_ROWS` rows per call: above that, oneDNN's kernel (an AMX Xeon, measured)
+changes with the row count, so a prompt prefilled beside others would get other bits than alone.
 """
 
 from __future__ import annotations
@@ -101,6 +103,36 @@ def rowwise_attention(module, query, key, value, attention_mask, dropout: float 
         else:
             out[r, real] = o[0].transpose(0, 1)
     return out, None
+
+
+#: the most rows one bfloat16 matmul takes on a CPU. oneDNN picks its kernel by the row count, and above 32 rows
+#: (measured on an AMX Xeon, torch 2.13: SmolLM2's 576->1536 and 576->49152 projections) a row's result depends on
+#: how many rows share the call, so a prompt prefilled with others, or in other chunks, would get other bits
+BLOCK_ROWS = 32
+
+
+def block_rows(model: torch.nn.Module, rows: int = BLOCK_ROWS) -> int:
+    """Make every ``nn.Linear`` in ``model`` multiply at most ``rows`` rows per call (the rows of a larger input in
+    blocks of ``rows``, each computed as a small input would be); return how many layers were changed."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not getattr(module, "_affect_blocked", False):
+            module.forward = _blocked(module, rows)
+            module._affect_blocked = True
+            n += 1
+    return n
+
+
+def _blocked(layer: torch.nn.Linear, rows: int):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] <= rows:
+            return torch.nn.functional.linear(x, layer.weight, layer.bias)
+        out = torch.cat([torch.nn.functional.linear(flat[i : i + rows], layer.weight, layer.bias)
+                         for i in range(0, flat.shape[0], rows)])  # fmt: skip
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return forward
 
 
 def register() -> str:
