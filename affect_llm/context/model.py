@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -36,6 +37,27 @@ from .broad_mamba import BroadMamba, BroadMambaConfig
 #: pooled utterance encodings a loaded model keeps for inference (:meth:`ContextModel.encode_alone`; ~3 KB each
 #: for a 768-wide encoder)
 SEEN_ITEMS = 4096
+#: guards torch's intra-op thread count while a dialogue is read (see :func:`_one_thread`)
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread for the block. The encoder's float32 matmuls round differently at other thread counts
+    (the sums are split otherwise: 1.7e-6 between 1 and 2 threads, measured on all-mpnet-base-v2), and the
+    reasoner's soft prompt turns that into up to 0.05 of a label probability; encoded on one thread, an
+    utterance's vector is a function of its words only, whatever thread count the caller (a batch worker, a
+    busy server) runs at."""
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        if before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 #: LoRA targets by encoder family: every attention projection and both feed-forward layers
 LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "mpnet": ["q", "k", "v", "o", "dense"],
@@ -296,7 +318,8 @@ class ContextModel(nn.Module):
         self.eval()
         if len(dialogue) == 0:
             raise InputError("every dialogue needs at least one utterance")
-        ctx, logits, _ = self([dialogue], flat=self.encode_alone(self.items([dialogue])))
+        with _one_thread():
+            ctx, logits, _ = self([dialogue], flat=self.encode_alone(self.items([dialogue])))
         return ContextOutput(list(self.cfg.labels), F.softmax(logits[0], -1).numpy(), ctx[0].numpy())
 
     # --- persistence -------------------------------------------------------------------------------------
