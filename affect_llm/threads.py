@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 
 def available_cores() -> int:
@@ -108,3 +110,22 @@ class CoreMonitor:
             if free is not None:
                 self._free, self._last = free, now
             return self._free
+
+
+@contextmanager
+def torch_threads(n: int | None, lock: threading.Lock | None = None) -> Iterator[None]:
+    """torch's intra-op pool at ``n`` threads for the block, then as it was (``None``: unchanged). ``lock``, when
+    given, is held for the whole block, so callers that share it never see each other's count."""
+    import torch
+
+    with lock if lock is not None else nullcontext():
+        before = torch.get_num_threads()
+        if n is None or n == before:
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -31,33 +30,26 @@ from ..data import Dialogue
 from ..errors import InputError, ModelNotFound
 from ..runtime import adapters_dir, quiet_transformers
 from ..textnorm import normalize
+from ..threads import torch_threads
 from .broad_mamba import BroadMamba, BroadMambaConfig
 
 
 #: pooled utterance encodings a loaded model keeps for inference (:meth:`ContextModel.encode_alone`; ~3 KB each
 #: for a 768-wide encoder)
 SEEN_ITEMS = 4096
-#: guards torch's intra-op thread count while a dialogue is read (see :func:`_one_thread`)
+#: held while a dialogue is read at one intra-op thread (:func:`_one_thread`), so concurrent readers do not
+#: restore each other's thread count under one another
 _THREADS_LOCK = threading.Lock()
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
+def _one_thread():
     """One intra-op thread for the block. The encoder's float32 matmuls round differently at other thread counts
     (the sums are split otherwise: 1.7e-6 between 1 and 2 threads, measured on all-mpnet-base-v2), and the
     reasoner's soft prompt turns that into up to 0.05 of a label probability; encoded on one thread, an
     utterance's vector is a function of its words only, whatever thread count the caller (a batch worker, a
     busy server) runs at."""
-    with _THREADS_LOCK:
-        before = torch.get_num_threads()
-        if before == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    return torch_threads(1, lock=_THREADS_LOCK)
+
 
 #: LoRA targets by encoder family: every attention projection and both feed-forward layers
 LORA_TARGETS = {"bert": ["query", "key", "value", "dense"], "mpnet": ["q", "k", "v", "o", "dense"],

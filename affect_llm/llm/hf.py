@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import models
 from ..runtime import quiet_transformers
-from ..threads import CoreMonitor
+from ..threads import CoreMonitor, torch_threads
 from . import invariant
 from .soft_prompt import Prompt, prompt_embeddings, split_slot
 
@@ -81,20 +79,6 @@ class ChatPrompting:
         if assistant_prefix:
             p.ids += self.tokenizer(assistant_prefix, add_special_tokens=False)["input_ids"]
         return p
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op pool at ``n`` threads for the block, then as it was (``None``: unchanged)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def cpu_has_bf16() -> bool:
@@ -266,7 +250,7 @@ class TransformersLM(ChatPrompting):
                 # at one thread, whatever the pool's size: in float32 this pass (several queries per row over the
                 # cache) gives other bits at 1 and 2 threads (measured: 6th digit of a label's score), and it is a
                 # few tokens. bf16 gives the same bits either way, so its scores are unchanged by this.
-                with _threads(1 if self.device.type == "cpu" else None):
+                with torch_threads(1 if self.device.type == "cpu" else None):
                     logits = self.model(batch.to(self.device), past_key_values=cache, use_cache=True).logits
                 logp = torch.log_softmax(logits.float(), -1)
                 for r, i in enumerate(longer):
