@@ -83,3 +83,25 @@ def test_fit_report_scores_carry_per_class_f1():
     assert s["accuracy"] == 75.0 and s["n"] == 4
     # fear: P 1, R 0.5 -> F1 66.7; neutral: P 0.5, R 1 -> 66.7; joy perfect
     assert s["per_class_f1"] == {"neutral": 66.7, "joy": 100.0, "fear": 66.7}
+
+
+def test_fit_cache_key_changes_with_the_context_models_weights(tmp_path):
+    """The distributions collected for a fusion fit are cached under a key of the models that made them: a context
+    model retrained in place (same folder, same name) must not reuse the old model's distributions."""
+    from types import SimpleNamespace
+
+    from affect_llm.config import PipelineConfig
+    from affect_llm.training.fusion import _models_key
+
+    folder = tmp_path / "context-x"
+    (folder / "encoder_lora").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "broad_mamba.safetensors").write_bytes(b"weights one")
+    cfg = PipelineConfig.model_validate({"reasoner": {"adapter": None}, "context": {"model": str(folder)}})
+    pipe = SimpleNamespace(config=cfg)
+    before = _models_key(pipe)
+    assert _models_key(pipe) == before
+    (folder / "broad_mamba.safetensors").write_bytes(b"weights two")
+    assert _models_key(pipe) != before
+    none = SimpleNamespace(config=cfg.updated(context={"model": None}))
+    assert _models_key(none) != _models_key(pipe)

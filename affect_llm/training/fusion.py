@@ -70,10 +70,12 @@ def collect(pipe, dialogues: list[Dialogue], labels: list[str], limit: int | Non
 
 
 def _models_key(pipe) -> str:
-    """A short hash of what produces the distributions (the LLM, its adapter's weights, the context model), so a
-    cache of collected distributions is never reused for other models."""
+    """A short hash of what produces the distributions (the LLM, its adapter's weights, the context model's
+    weights), so a cache of collected distributions is never reused for other models — a context model retrained
+    in place under its shipped name included."""
     import hashlib
 
+    from ..context.model import context_model_path, fingerprint
     from ..llm.reasoner import resolve_adapter
 
     cfg = pipe.config
@@ -82,6 +84,8 @@ def _models_key(pipe) -> str:
     if adapter is not None:
         for f in sorted(adapter.path.glob("*.safetensors")):
             h.update(f.read_bytes())
+    if cfg.context.model:
+        h.update(fingerprint(context_model_path(cfg.context.model)).encode())
     return h.hexdigest()[:12]
 
 
