@@ -286,6 +286,8 @@ def train_context(
                                       "outputs once (LoRA on the layers above): what makes a large encoder affordable"),
     loss: str = typer.Option("ce", "--loss", help="ce | balanced (class-balanced CE) | focal"),
     focal_gamma: float = typer.Option(2.0, "--focal-gamma"),
+    causal: bool = typer.Option(False, "--causal", help="Broad Mamba reads forwards only: each utterance with the "
+                                "earlier ones, as the pipeline analyses it (dev scores are then the pipeline's)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from OUT/checkpoint.pt"),
 ) -> None:
     """Train the conversation-context model (LoRA utterance encoder + Broad Mamba): train split, early stop on dev."""
@@ -298,7 +300,7 @@ def train_context(
                             weight_decay=weight_decay, label_smoothing=label_smoothing, past_utterances=past,
                             aux_sentiment=aux_sentiment, threads=threads or None, folds=folds,
                             fold=fold, encoder=encoder, frozen_layers=frozen_layers, loss=loss,
-                            focal_gamma=focal_gamma, resume=resume)  # fmt: skip
+                            focal_gamma=focal_gamma, causal=causal, resume=resume)  # fmt: skip
         rec = train(opts, console=err)
         best = rec["best_dev"] or {}
         out.print(f"best dev (epoch {rec['best_epoch']}): weighted-F1 {best.get('weighted_f1')}, accuracy "

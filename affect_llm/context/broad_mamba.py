@@ -6,7 +6,10 @@ learning system, giving each utterance a context embedding and emotion logits.
   depthwise causal convolution, with a SiLU gate. :func:`selective_scan_ref` is the pure-PyTorch scan (what CI
   runs); ``mamba_ssm``'s fused CUDA kernel is used when it is importable and the tensors are on a GPU.
 * **Bidirectional**: one block reads the dialogue forwards, another backwards (each sequence reversed within its
-  own length, so padding never leaks in), merged by a linear layer with a residual and LayerNorm.
+  own length, so padding never leaks in), merged by a linear layer with a residual and LayerNorm. With
+  ``bidirectional=False`` only the forward block runs, so an utterance's output depends on it and the utterances
+  before it only: the model reads a dialogue in training exactly as the pipeline gives it one (the analysed
+  utterance last, nothing after it).
 * **Broad learning system** (Chen & Liu 2018): feature nodes ``Z_i = φ(X W_ei + β_ei)`` and enhancement nodes
   ``H_j = ξ(Z W_hj + β_hj)``; the output layer reads ``[Z | H]``, which is also the context embedding.
 * **Speakers** enter as a learned embedding of each speaker's order of appearance in the dialogue.
@@ -100,18 +103,21 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class BiMambaLayer(nn.Module):
-    def __init__(self, d_model: int, d_state: int = 16, dropout: float = 0.1):
+    """A forward and (``bidirectional``) a backward scan, merged with a residual and LayerNorm."""
+
+    def __init__(self, d_model: int, d_state: int = 16, dropout: float = 0.1, bidirectional: bool = True):
         super().__init__()
         self.fwd = SelectiveSSM(d_model, d_state)
-        self.bwd = SelectiveSSM(d_model, d_state)
-        self.merge = nn.Linear(2 * d_model, d_model)
+        self.bwd = SelectiveSSM(d_model, d_state) if bidirectional else None
+        self.merge = nn.Linear((2 if bidirectional else 1) * d_model, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        f = self.fwd(x)
-        b = reverse_padded(self.bwd(reverse_padded(x, lengths)), lengths)
-        return self.norm(x + self.drop(self.merge(torch.cat([f, b], dim=-1))))
+        h = self.fwd(x)
+        if self.bwd is not None:
+            h = torch.cat([h, reverse_padded(self.bwd(reverse_padded(x, lengths)), lengths)], dim=-1)
+        return self.norm(x + self.drop(self.merge(h)))
 
 
 class BroadLearning(nn.Module):
@@ -144,6 +150,7 @@ class BroadMambaConfig:
     feature_size: int = 32
     n_enhance: int = 4
     enhance_size: int = 64
+    bidirectional: bool = True  # False: causal, each utterance reads only itself and the ones before it
 
 
 class BroadMamba(nn.Module):
@@ -152,7 +159,7 @@ class BroadMamba(nn.Module):
         self.cfg = c = cfg or BroadMambaConfig()
         self.inp = nn.Sequential(nn.Linear(c.d_in, c.d_model), nn.LayerNorm(c.d_model), nn.Dropout(c.dropout))
         self.speaker = nn.Embedding(c.max_speakers, c.d_model)
-        self.layers = nn.ModuleList(BiMambaLayer(c.d_model, c.d_state, c.dropout) for _ in range(c.n_layers))
+        self.layers = nn.ModuleList(BiMambaLayer(c.d_model, c.d_state, c.dropout, c.bidirectional) for _ in range(c.n_layers))
         self.bls = BroadLearning(c.d_model, c.n_feature_groups, c.feature_size, c.n_enhance, c.enhance_size)
         self.head = nn.Linear(self.bls.d_out, c.n_labels)
 

@@ -60,6 +60,7 @@ class TrainOptions:
     frozen_layers: int = 0  # the lowest N encoder layers frozen and their outputs cached (no LoRA there)
     loss: str = "ce"  # "ce" | "balanced" (class-balanced by effective number, Cui et al. 2019) | "focal"
     focal_gamma: float = 2.0
+    causal: bool = False  # Broad Mamba forwards only: each utterance read with the earlier ones, as the pipeline reads it
     resume: bool = False  # continue from out/checkpoint.pt when its options match
     folds: int = 0  # with ``fold``: train on the train dialogues outside fold ``fold`` of ``folds`` (:func:`fold_of`)
     fold: int = 0
@@ -205,7 +206,8 @@ def train(opts: TrainOptions, console=None) -> dict:
     cfg = ContextModelConfig(labels=labels, dataset=opts.dataset, encoder=opts.encoder, lora_r=opts.lora_r,
                              lora_alpha=2 * opts.lora_r, past_utterances=opts.past_utterances,
                              frozen_layers=opts.frozen_layers,
-                             broad_mamba={"dropout": opts.dropout, **opts.broad_mamba})  # fmt: skip
+                             broad_mamba={"dropout": opts.dropout, **({"bidirectional": False} if opts.causal else {}),
+                                          **opts.broad_mamba})  # fmt: skip
     model = ContextModel(cfg)
     weights = class_weights(train_set, labels) if opts.loss == "balanced" else None
     params = [p for p in model.parameters() if p.requires_grad]
@@ -394,13 +396,13 @@ by the default pipeline (`--context-model {o["dataset"]}`).
 **Architecture.** Each utterance is encoded by {name} ({source}) with a LoRA adapter (r={o["lora_r"]},
 alpha={2 * o["lora_r"]}, on {"/".join(saved.get("lora_targets") or [])} in {lora_on}),
 mean-pooled{past}; speaker identity (order of first appearance) is added as an embedding; then Broad Mamba:
-{bm["n_layers"]} bidirectional selective state-space layers (d_model {bm["d_model"]}, d_state {bm["d_state"]}) over the
+{bm["n_layers"]} {"bidirectional" if bm.get("bidirectional", True) else "causal (forward-only)"} selective state-space layers (d_model {bm["d_model"]}, d_state {bm["d_state"]}) over the
 dialogue, broad-learning feature nodes ({bm["n_feature_groups"]}×{bm["feature_size"]}) and enhancement nodes
 ({bm["n_enhance"]}×{bm["enhance_size"]}) whose concatenation `[Z | H]` is the context embedding, and a linear head.{multitask} {record["trainable_parameters"]:,}
 trainable parameters; the base encoder is not stored here (only `encoder_lora/`, `broad_mamba.safetensors`).
 
 **Data.** {ds}; text normalised (cp1252 bytes such as `\\x92`, typographic quotes). Trained on train, model
-selection on dev weighted-F1 (each dialogue seen whole, both directions, as ERC papers evaluate).
+selection on dev weighted-F1 ({"each utterance read with the earlier ones only, as the pipeline reads it" if not bm.get("bidirectional", True) else "each dialogue seen whole, both directions, as ERC papers evaluate"}).
 
 **Run.** {loss}, AdamW lr {o["lr"]}, weight decay {o["weight_decay"]}, dropout {o["dropout"]}, label smoothing
 {o["label_smoothing"]}, {o["batch_dialogues"]} dialogues per step, linear
@@ -424,7 +426,7 @@ affect-llm train context --dataset {o["dataset"]} --data-dir DIR --out adapters/
     --max-minutes {o["max_minutes"]:g} --seed {o["seed"]} --dropout {o["dropout"]} \\
     --weight-decay {o["weight_decay"]} --label-smoothing {o["label_smoothing"]} --past {k} \\
     --aux-sentiment {o.get("aux_sentiment", 0.0)} --threads {o["threads"] or 0} \\
-    --encoder {encoder} --frozen-layers {frozen} --loss {o.get("loss", "ce")}
+    --encoder {encoder} --frozen-layers {frozen} --loss {o.get("loss", "ce")}{" --causal" if o.get("causal") else ""}
 ```
 
 `training.json` holds the full record. Limits: trained on TV-series dialogue (Friends) in English; labels are

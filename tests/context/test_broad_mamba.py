@@ -114,3 +114,24 @@ def test_fused_kernel_matches_reference_on_cuda():
     fused = _fused_scan()(u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A,
                           B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D).transpose(1, 2)  # fmt: skip
     torch.testing.assert_close(fused, selective_scan_ref(u, delta, A, B, C, D), atol=1e-4, rtol=1e-3)
+
+
+def test_causal_broad_mamba_reads_only_the_past():
+    """bidirectional=False: an utterance's output is the same whether or not later utterances follow it (what the
+    pipeline relies on when it analyses an utterance as the last of its dialogue), and it has no backward block."""
+    torch.manual_seed(0)
+    cfg = BroadMambaConfig(d_in=12, n_labels=3, d_model=16, d_state=4, n_layers=2, n_feature_groups=2,
+                           feature_size=4, n_enhance=2, enhance_size=8, dropout=0.0, bidirectional=False)  # fmt: skip
+    m = BroadMamba(cfg).eval()
+    assert all(layer.bwd is None for layer in m.layers)
+    feats, spk, lengths = torch.randn(1, 5, 12), torch.tensor([[0, 1, 0, 1, 0]]), torch.tensor([5])
+    ctx, logits = m(feats, spk, lengths)
+    later = feats.clone()
+    later[:, 3:] += 3.0
+    ctx2, logits2 = m(later, spk, lengths)
+    torch.testing.assert_close(logits2[:, :3], logits[:, :3])  # the future does not reach the past
+    torch.testing.assert_close(ctx2[:, :3], ctx[:, :3])
+    assert not torch.allclose(logits2[:, 3:], logits[:, 3:])
+    for k in range(1, 6):  # every prefix's last output is the whole dialogue's output at that position
+        torch.testing.assert_close(m(feats[:, :k], spk[:, :k], torch.tensor([k]))[1][:, -1], logits[:, k - 1])
+    assert not torch.allclose(m(feats[:, :4].flip(1), spk[:, :4], torch.tensor([4]))[1][:, -1], logits[:, 3])  # order matters

@@ -193,15 +193,17 @@ def test_a_run_stopped_by_its_time_budget_continues_with_a_larger_one(tmp_path, 
 
 
 @pytest.mark.slow
-def test_train_cli_with_another_encoder_frozen_layers_and_focal_loss(tmp_path):
+def test_train_cli_with_another_encoder_frozen_layers_focal_loss_and_causal(tmp_path):
     """The command line end to end on a tiny MPNet: the saved model loads with its encoder and scores what the
-    record says, and the card names the encoder, the loss and the command that reproduces it."""
+    record says, and the card names the encoder, the loss and the command that reproduces it. ``--causal``: the
+    saved model reads forwards only, so a dialogue's prefix gives its last utterance what the whole dialogue
+    gives it there (the dev score is the pipeline's)."""
     data, enc = tiny_meld(tmp_path / "meld"), tiny_encoder(tmp_path / "enc")
     out = tmp_path / "ctx"
     proc = subprocess.run(
         [sys.executable, "-m", "affect_llm.cli", "train", "context", "--dataset", "meld", "--data-dir", str(data),
          "--out", str(out), "--epochs", "2", "--batch", "2", "--encoder", str(enc), "--frozen-layers", "3",
-         "--loss", "focal", "--past", "1"],
+         "--loss", "focal", "--past", "1", "--causal"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -210,7 +212,13 @@ def test_train_cli_with_another_encoder_frozen_layers_and_focal_loss(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["encoder"] == str(enc) and cfg["frozen_layers"] == 3 and cfg["lora_targets"][0] == "q"
     card = (out / "README.md").read_text()
-    assert "focal loss (γ = 2.0)" in card and "--frozen-layers 3 --loss focal" in card and "layers 4 and up" in card
+    assert "focal loss (γ = 2.0)" in card and "--frozen-layers 3 --loss focal --causal" in card and "layers 4 and up" in card
+    assert cfg["broad_mamba"]["bidirectional"] is False and "causal (forward-only)" in card
     loaded = ContextModel.load(out)
-    res = tc.evaluate(loaded, load_dataset("meld", "dev", data))
+    dev = load_dataset("meld", "dev", data)
+    res = tc.evaluate(loaded, dev)
     assert res.summary()["weighted_f1"] == record["best_dev"]["weighted_f1"]
+    whole = loaded.predict(dev[0]).probabilities
+    for k in (1, 2, len(dev[0])):
+        prefix = Dialogue(dev[0].id, dev[0].utterances[:k])
+        assert abs(loaded.predict(prefix).probabilities[-1] - whole[k - 1]).max() < 1e-5
