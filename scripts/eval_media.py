@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sys as _sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's affect_llm, whatever is installed
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's affect_llm, whatever is installed
 SHARED = ROOT.parent / "shared" / "data" / "media"
 DIALOGUE = "Monica: Guess what, I got the job!\nRachel: No way! That's amazing!\nMonica: I start on Monday."
 

@@ -62,13 +62,14 @@ def main() -> None:
     gold, preds = [], {k: [] for k in reasoners}
     expl: dict[str, list[dict]] = {k: [] for k in reasoners}
     t0 = time.monotonic()
+    fingerprint = None
     for n, (d, i) in enumerate(items):
         u = d.utterances[i]
         gathering = pipe.gather(text=u.text, context=Dialogue(d.id, d.utterances[:i]), speaker=u.speaker)
         evidence, dialogue, found = gathering.evidence, gathering.dialogue, gathering.findings
         ev_text, ctx = evidence.render(), dialogue_text(dialogue)
-        # the adapter's projector reads only the context model it was trained on (matched by its weights' hash)
-        fingerprint = getattr(pipe.models.loaded_context_model, "fingerprint", None)
+        if n == 0:  # the adapter's projector reads only the context model it was trained on (its weights' hash)
+            fingerprint = getattr(pipe.models.loaded_context_model, "fingerprint", None)
         gold.append(u.label)
         for name, r in reasoners.items():
             soft = r.soft_prompt(found.context_embedding, args.dataset, fingerprint)
