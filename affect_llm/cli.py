@@ -387,6 +387,10 @@ def train_fusion(
         for name, sc in [*rep["single"].items(), ("fused (cross-fitted)", rep["fused_crossfit"])]:
             out.print(f"{name:>22}: weighted-F1 {sc['weighted_f1']:6.2f}  accuracy {sc['accuracy']:6.2f}  "
                       f"ECE {sc['ece']:.4f}  (n={sc['n']})")  # fmt: skip
+        if rr := rep.get("fused_crossfit_repeated"):
+            out.print(f"{'over ' + str(rr['splits']) + ' splits':>22}: weighted-F1 {rr['weighted_f1_mean']:6.2f} ± "
+                      f"{rr['weighted_f1_sd']:.2f}  accuracy {rr['accuracy_mean']:6.2f} ± {rr['accuracy_sd']:.2f}  "
+                      f"(mean ± sd of the cross-fitted scores)")  # fmt: skip
         out.print(f"saved to {opts.out}")
     except typer.Exit:
         raise

@@ -105,3 +105,48 @@ def test_fit_cache_key_changes_with_the_context_models_weights(tmp_path):
     assert _models_key(pipe) != before
     none = SimpleNamespace(config=cfg.updated(context={"model": None}))
     assert _models_key(none) != _models_key(pipe)
+
+
+def test_fit_reports_crossfitting_repeated_over_random_splits(tmp_path):
+    """``train fusion``'s report from cached distributions (no model runs): the cross-fitted score of the seed's
+    split, and the mean ± sd over ``repeats`` splits, each split's fused rows coming from a fusion fitted on the
+    other dialogues only."""
+    from types import SimpleNamespace
+
+    from affect_llm.config import PipelineConfig
+    from affect_llm.data import MELD_LABELS
+    from affect_llm.training import fusion as tf
+    from tests.test_data import write_meld
+
+    n, k = 120, len(MELD_LABELS)
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, k, n)
+    write_meld(tmp_path / "meld", "dev", [(f"line {i}", "Ross", MELD_LABELS[g], i // 4, i % 4) for i, g in enumerate(gold)])
+    context = rng.dirichlet(np.ones(k), n)
+    context[np.arange(n), gold] += 0.3 * rng.random(n)  # informative, noisily
+    data = {"ids": np.arange(n), "gold": gold, "dialogue": np.arange(n) // 4,
+            "context": context / context.sum(1, keepdims=True), "llm": rng.dirichlet(np.ones(k), n)}
+    cfg = PipelineConfig.model_validate({"reasoner": {"adapter": None}, "context": {"model": None}})
+    pipe = SimpleNamespace(config=cfg, reasoner=lambda: SimpleNamespace(identity=lambda: "fake"))
+    opts = tf.FusionFitOptions(data_dir=str(tmp_path / "meld"), out=str(tmp_path / "f.json"),
+                               work_dir=str(tmp_path / "cache"), repeats=4)  # fmt: skip
+    (tmp_path / "cache").mkdir()
+    np.savez(tmp_path / "cache" / f"meld-dev-{n}-{tf._models_key(pipe)}.npz", **data)
+    report = tf.fit(opts, pipe=pipe)
+    present = ["context", "llm"]
+    runs = [tf.scores(tf.crossfit(data, present, MELD_LABELS, 2, s), gold, MELD_LABELS) for s in range(4)]
+    assert report["fused_crossfit"] == runs[0]
+    rep = report["fused_crossfit_repeated"]
+    assert rep["splits"] == 4
+    assert rep["weighted_f1_mean"] == round(float(np.mean([r["weighted_f1"] for r in runs])), 2)
+    assert rep["weighted_f1_sd"] == round(float(np.std([r["weighted_f1"] for r in runs])), 2) > 0  # splits differ
+    # out of fold: changing one dialogue's inputs changes its own rows, and leaves the other rows of its fold alone
+    # (the fusion that scored them was fitted on the other fold only)
+    a = tf.crossfit(data, present, MELD_LABELS, 2, 0)
+    moved = {**data, "context": data["context"].copy()}
+    first = data["dialogue"] == 0
+    moved["context"][first] = np.eye(k)[(gold[first] + 1) % k]  # change one dialogue's inputs only
+    b = tf.crossfit(moved, present, MELD_LABELS, 2, 0)
+    fold_of = dict(zip(np.unique(data["dialogue"]), np.random.default_rng(0).permutation(n // 4) % 2))
+    same_fold = np.array([fold_of[d] == fold_of[0] for d in data["dialogue"]]) & ~first
+    assert np.allclose(a[same_fold], b[same_fold]) and not np.allclose(a[first], b[first])

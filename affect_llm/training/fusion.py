@@ -35,6 +35,7 @@ class FusionFitOptions:
     limit: int | None = None  # first N utterances (smoke tests)
     folds: int = 2
     seed: int = 0
+    repeats: int = 10  # cross-fitting repeated over this many random splits of the dialogues (mean ± sd reported)
 
 
 def collect(pipe, dialogues: list[Dialogue], labels: list[str], limit: int | None = None, progress=None) -> dict:
@@ -97,6 +98,23 @@ def scores(probs: np.ndarray, gold: np.ndarray, labels: list[str]) -> dict:
             "per_class_f1": {c: round(100 * f, 1) for c, f in per_class_f1(g, p, labels).items()}}  # fmt: skip
 
 
+def crossfit(data: dict, present: list[str], labels: list[str], folds: int, seed: int) -> np.ndarray:
+    """Fused distributions of every sample from a fusion fitted on the other folds (the dialogues split into
+    ``folds`` at random by ``seed``, so no dialogue is scored by weights fitted on it)."""
+    from ..fusion import ProbabilityFusion
+
+    gold = data["gold"]
+    dia = np.unique(data["dialogue"])
+    fold_of = dict(zip(dia, np.random.default_rng(seed).permutation(len(dia)) % folds))
+    fold = np.array([fold_of[d] for d in data["dialogue"]])
+    out = np.zeros((len(gold), len(labels)))
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        f = ProbabilityFusion(labels, MODALITIES).fit({m: data[m][tr] for m in present}, gold[tr], seed=seed)
+        out[te] = f.predict({m: data[m][te] for m in present})
+    return out
+
+
 def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     from rich.console import Console
 
@@ -132,17 +150,14 @@ def fit(opts: FusionFitOptions, pipe=None, console=None) -> dict:
     for m in present:
         ok = ~np.isnan(data[m]).any(1)
         report["single"][m] = scores(data[m][ok], gold[ok], labels)
-    # cross-fitting over dialogues
-    rng = np.random.default_rng(opts.seed)
-    dia = np.unique(data["dialogue"])
-    fold_of = dict(zip(dia, rng.permutation(len(dia)) % opts.folds))
-    folds = np.array([fold_of[d] for d in data["dialogue"]])
-    crossfit = np.zeros((len(gold), len(labels)))
-    for k in range(opts.folds):
-        tr, te = folds != k, folds == k
-        f = ProbabilityFusion(labels, MODALITIES).fit({m: data[m][tr] for m in present}, gold[tr], seed=opts.seed)
-        crossfit[te] = f.predict({m: data[m][te] for m in present})
-    report["fused_crossfit"] = scores(crossfit, gold, labels)
+    # cross-fitting over dialogues: the split of seed ``opts.seed``, then ``repeats`` splits for the spread
+    report["fused_crossfit"] = scores(crossfit(data, present, labels, opts.folds, opts.seed), gold, labels)
+    if opts.repeats > 1:
+        runs = [report["fused_crossfit"]] + [scores(crossfit(data, present, labels, opts.folds, opts.seed + r), gold,
+                                                    labels) for r in range(1, opts.repeats)]  # fmt: skip
+        report["fused_crossfit_repeated"] = {"splits": opts.repeats, **{
+            f"{k}_{stat}": round(float(fn([r[k] for r in runs])), 4 if k == "ece" else 2)
+            for k in ("weighted_f1", "accuracy", "ece") for stat, fn in (("mean", np.mean), ("sd", np.std))}}
     final = ProbabilityFusion(labels, MODALITIES).fit({m: data[m] for m in present}, gold, seed=opts.seed)
     report["fused_in_sample"] = scores(final.predict({m: data[m] for m in present}), gold, labels)
     final.info = {"dataset": opts.dataset, "split": opts.split, "n": int(len(gold)), "folds": opts.folds,
