@@ -128,4 +128,3 @@ def torch_threads(n: int | None, lock: threading.Lock | None = None) -> Iterator
             yield
         finally:
             torch.set_num_threads(before)
-
